@@ -1,0 +1,190 @@
+//! Scratch file systems for tests: a temp dir, a tmpfs, or a loop-mounted
+//! image (btrfs, ext4, xfs). Everything is unmounted and removed when the
+//! [`Scratch`] is dropped, also when a test fails or panics; loop devices
+//! are set up with autoclear, so they detach with the last unmount.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use strata_core::{fsx, mounts};
+
+/// What a scratch area lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// A directory under the system temp dir.
+    TempDir,
+    /// A fresh tmpfs (root only).
+    Tmpfs,
+    /// A loop-mounted image of this file system type and size (root only).
+    Loop { fstype: String, size_mb: u64 },
+}
+
+impl Backing {
+    pub fn parse(s: &str) -> Result<Backing> {
+        Ok(match s {
+            "tmp" | "tempdir" => Backing::TempDir,
+            "tmpfs" => Backing::Tmpfs,
+            "btrfs" | "ext4" | "xfs" => Backing::Loop {
+                fstype: s.to_string(),
+                size_mb: 4096,
+            },
+            _ => bail!("unknown backing {s:?} (tempdir, tmpfs, btrfs, ext4, xfs)"),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Backing::TempDir => "temp dir".into(),
+            Backing::Tmpfs => "tmpfs".into(),
+            Backing::Loop { fstype, size_mb } => format!("loop-mounted {fstype} ({size_mb} MiB)"),
+        }
+    }
+}
+
+/// A scratch area, removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    mount: Option<PathBuf>,
+    backing: Backing,
+    counter: AtomicU64,
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Is `prog` on PATH (or in /sbin, /usr/sbin)?
+pub fn have_program(prog: &str) -> bool {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/sbin".into());
+    dirs.push("/usr/sbin".into());
+    dirs.iter().any(|d| d.join(prog).exists())
+}
+
+impl Scratch {
+    /// Make a scratch area. `base` is where the temp dir goes (default: the
+    /// system temp dir).
+    pub fn new(backing: Backing, base: Option<&Path>) -> Result<Scratch> {
+        let dir = match base {
+            Some(b) => tempfile::Builder::new()
+                .prefix("strata-test.")
+                .tempdir_in(b)?,
+            None => tempfile::Builder::new().prefix("strata-test.").tempdir()?,
+        };
+        let mut s = Scratch {
+            dir: Some(dir),
+            mount: None,
+            backing: backing.clone(),
+            counter: AtomicU64::new(0),
+        };
+        let top = s.top();
+        match backing {
+            Backing::TempDir => {}
+            Backing::Tmpfs => {
+                let mp = top.join("mnt");
+                std::fs::create_dir(&mp)?;
+                rustix::mount::mount(
+                    c"strata-tmpfs",
+                    &mp,
+                    c"tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    c"mode=0755,size=8g",
+                )
+                .with_context(|| format!("mounting tmpfs on {}", mp.display()))?;
+                s.mount = Some(mp);
+            }
+            Backing::Loop { fstype, size_mb } => {
+                let img = top.join(format!("{fstype}.img"));
+                let f = std::fs::File::create(&img)?;
+                f.set_len(size_mb << 20)?;
+                drop(f);
+                let mkfs = format!("mkfs.{fstype}");
+                if !have_program(&mkfs) {
+                    bail!("{mkfs} is not installed (apt-get install btrfs-progs xfsprogs)");
+                }
+                let mut c = Command::new(&mkfs);
+                match fstype.as_str() {
+                    "btrfs" => c.args(["-q", "-f"]),
+                    "xfs" => c.args(["-q", "-f"]),
+                    _ => c.args(["-q", "-F"]),
+                };
+                run(c.arg(&img))?;
+                let mp = top.join("mnt");
+                std::fs::create_dir(&mp)?;
+                run(Command::new("mount")
+                    .arg("-o")
+                    .arg("loop")
+                    .arg("-t")
+                    .arg(&fstype)
+                    .arg(&img)
+                    .arg(&mp))?;
+                s.mount = Some(mp);
+            }
+        }
+        Ok(s)
+    }
+
+    fn top(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
+    /// The scratch area's usable directory.
+    pub fn path(&self) -> PathBuf {
+        match &self.mount {
+            Some(m) => m.clone(),
+            None => self.top(),
+        }
+    }
+
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// A fresh, empty directory inside the scratch area.
+    pub fn fresh_dir(&self, prefix: &str) -> Result<PathBuf> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let p = self.path().join(format!("{prefix}-{n}"));
+        std::fs::create_dir(&p)?;
+        Ok(p)
+    }
+}
+
+/// Unmount everything at or below `dir` and remove it.
+pub fn teardown_dir(dir: &Path) -> Result<()> {
+    mounts::unmount_all_under(dir)
+        .with_context(|| format!("unmounting under {}", dir.display()))?;
+    fsx::remove_tree(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(())
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let top = self.top();
+        if let Err(e) = mounts::unmount_all_under(&top) {
+            eprintln!("warning: unmounting under {}: {e}", top.display());
+        }
+        if let Some(d) = self.dir.take() {
+            let p = d.path().to_path_buf();
+            if let Err(e) = fsx::remove_tree(&p) {
+                eprintln!("warning: removing {}: {e}", p.display());
+            }
+            let _ = d.close();
+        }
+    }
+}

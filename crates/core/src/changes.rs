@@ -1,0 +1,415 @@
+//! Change detection between two full trees (the "naive" diff every backend
+//! can fall back to): walk the layer's view and its base side by side,
+//! sorted, and report what differs.
+//!
+//! Two inodes are the same when type, permission bits, owner, device
+//! number, xattrs, and (for non-directories) size, mtime to the nanosecond,
+//! link count (hardlink identity) and symlink target agree. When both
+//! mtimes have a zero nanosecond part (timestamps that may have been
+//! truncated, as tars without PAX times give) and sizes agree, contents
+//! are compared, as containerd does: the metadata cannot decide there.
+//! Directory mtimes are not compared (they change whenever an entry is
+//! added); a directory that contains a change is reported as modified
+//! itself, as `docker diff` does, and comes before its children in the tar.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{FileType, Stat};
+
+use crate::archive::write::{DiffItem, DiffSource, exported_xattr};
+use crate::driver::{Change, ChangeKind};
+use crate::error::{Error, Result};
+use crate::fsx::{self, XattrTarget};
+use crate::resolve::join;
+
+struct Child {
+    name: CString,
+    l: Option<Stat>,
+    p: Option<Stat>,
+}
+
+struct Frame {
+    lfd: OwnedFd,
+    pfd: Option<OwnedFd>,
+    path: Vec<u8>,
+    st: Stat,
+    children: std::vec::IntoIter<Child>,
+    /// The directory's own entry is out (or not needed for the root).
+    emitted: bool,
+}
+
+fn ioe(op: &'static str, path: &[u8], e: std::io::Error) -> Error {
+    Error::io(op, String::from_utf8_lossy(path).as_ref(), e)
+}
+
+fn list(fd: BorrowedFd<'_>, path: &[u8]) -> Result<Vec<(CString, Stat)>> {
+    let mut v = Vec::new();
+    for e in fsx::read_dir_sorted(fd).map_err(|e| ioe("read dir", path, e))? {
+        let st = fsx::stat_at(fd, &e.name).map_err(|e| ioe("stat", path, e))?;
+        v.push((e.name, st));
+    }
+    Ok(v)
+}
+
+fn merge(l: Vec<(CString, Stat)>, p: Vec<(CString, Stat)>) -> Vec<Child> {
+    let mut deleted = Vec::new();
+    let mut rest = Vec::new();
+    let mut li = l.into_iter().peekable();
+    let mut pi = p.into_iter().peekable();
+    loop {
+        match (li.peek(), pi.peek()) {
+            (None, None) => break,
+            (Some(_), None) => {
+                if let Some((n, s)) = li.next() {
+                    rest.push(Child {
+                        name: n,
+                        l: Some(s),
+                        p: None,
+                    });
+                }
+            }
+            (None, Some(_)) => {
+                if let Some((n, s)) = pi.next() {
+                    deleted.push(Child {
+                        name: n,
+                        l: None,
+                        p: Some(s),
+                    });
+                }
+            }
+            (Some((ln, _)), Some((pn, _))) => match ln.as_bytes().cmp(pn.as_bytes()) {
+                std::cmp::Ordering::Less => {
+                    if let Some((n, s)) = li.next() {
+                        rest.push(Child {
+                            name: n,
+                            l: Some(s),
+                            p: None,
+                        });
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    if let Some((n, s)) = pi.next() {
+                        deleted.push(Child {
+                            name: n,
+                            l: None,
+                            p: Some(s),
+                        });
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    if let (Some((n, ls)), Some((_, ps))) = (li.next(), pi.next()) {
+                        rest.push(Child {
+                            name: n,
+                            l: Some(ls),
+                            p: Some(ps),
+                        });
+                    }
+                }
+            },
+        }
+    }
+    // whiteouts of a directory come before its other entries
+    deleted.extend(rest);
+    deleted
+}
+
+fn xattrs_of(t: XattrTarget<'_>, path: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut v = fsx::xattrs(t).map_err(|e| ioe("read xattrs", path, e))?;
+    v.retain(|(k, _)| exported_xattr(k));
+    Ok(v)
+}
+
+/// Compare contents of two regular files of equal size.
+fn same_content(a: BorrowedFd<'_>, an: &CString, b: BorrowedFd<'_>, path: &[u8]) -> Result<bool> {
+    let fa = fsx::open_file_at(a, an).map_err(|e| ioe("open", path, e))?;
+    let fb = fsx::open_file_at(b, an).map_err(|e| ioe("open", path, e))?;
+    let mut fa = std::fs::File::from(fa);
+    let mut fb = std::fs::File::from(fb);
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(|e| ioe("read", path, e))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(|e| ioe("read", path, e))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Do two inodes of the same type differ? (See the module doc.)
+#[allow(clippy::too_many_arguments)]
+fn differs(
+    ldir: BorrowedFd<'_>,
+    pdir: BorrowedFd<'_>,
+    name: &CString,
+    ls: &Stat,
+    ps: &Stat,
+    path: &[u8],
+) -> Result<bool> {
+    let ft = fsx::file_type(ls);
+    if ls.st_mode != ps.st_mode || ls.st_uid != ps.st_uid || ls.st_gid != ps.st_gid {
+        return Ok(true);
+    }
+    if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice) && ls.st_rdev != ps.st_rdev {
+        return Ok(true);
+    }
+    if ft != FileType::Directory {
+        if ls.st_size != ps.st_size
+            || ls.st_mtime != ps.st_mtime
+            || ls.st_mtime_nsec != ps.st_mtime_nsec
+            || ls.st_nlink != ps.st_nlink
+        {
+            return Ok(true);
+        }
+    }
+    if ft == FileType::Symlink {
+        let a = rustix::fs::readlinkat(ldir, name.as_c_str(), Vec::new())
+            .map_err(|e| ioe("readlink", path, e.into()))?;
+        let b = rustix::fs::readlinkat(pdir, name.as_c_str(), Vec::new())
+            .map_err(|e| ioe("readlink", path, e.into()))?;
+        if a != b {
+            return Ok(true);
+        }
+    }
+    let (lx, px) = if ft == FileType::Directory {
+        let lf = fsx::open_dir_at(ldir, name).map_err(|e| ioe("open", path, e))?;
+        let pf = fsx::open_dir_at(pdir, name).map_err(|e| ioe("open", path, e))?;
+        (
+            xattrs_of(XattrTarget::Fd(lf.as_fd()), path)?,
+            xattrs_of(XattrTarget::Fd(pf.as_fd()), path)?,
+        )
+    } else {
+        (
+            xattrs_of(XattrTarget::At(ldir, name.as_bytes()), path)?,
+            xattrs_of(XattrTarget::At(pdir, name.as_bytes()), path)?,
+        )
+    };
+    if lx != px {
+        return Ok(true);
+    }
+    if ft == FileType::RegularFile
+        && ls.st_mtime_nsec == 0
+        && ps.st_mtime_nsec == 0
+        && ls.st_size > 0
+        && !(ls.st_dev == ps.st_dev && ls.st_ino == ps.st_ino)
+    {
+        return Ok(!same_content(ldir, name, pdir, path)?);
+    }
+    Ok(false)
+}
+
+/// Walk `layer` against `base` (`None`: an empty tree) and emit the diff
+/// items in tar order. Both are directory fds of full trees.
+pub fn walk(
+    layer: BorrowedFd<'_>,
+    base: Option<BorrowedFd<'_>>,
+    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+) -> Result<()> {
+    let lroot = rustix::io::dup(layer).map_err(|e| ioe("dup", b"/", e.into()))?;
+    let lst = rustix::fs::fstat(&lroot).map_err(|e| ioe("stat", b"/", e.into()))?;
+    // the root's own metadata: emitted as "./" when it differs
+    let root_differs = match base {
+        Some(b) => {
+            let bst = rustix::fs::fstat(b).map_err(|e| ioe("stat", b"/", e.into()))?;
+            lst.st_mode != bst.st_mode
+                || lst.st_uid != bst.st_uid
+                || lst.st_gid != bst.st_gid
+                || xattrs_of(XattrTarget::Fd(lroot.as_fd()), b"/")?
+                    != xattrs_of(XattrTarget::Fd(b), b"/")?
+        }
+        None => {
+            lst.st_mode & 0o7777 != 0o755
+                || lst.st_uid != 0
+                || lst.st_gid != 0
+                || !xattrs_of(XattrTarget::Fd(lroot.as_fd()), b"/")?.is_empty()
+        }
+    };
+    if root_differs {
+        emit(DiffItem::Entry {
+            path: b"",
+            change: ChangeKind::Modified,
+            st: &lst,
+            src: DiffSource::Dir(lroot.as_fd()),
+        })?;
+    }
+    let pfd = match base {
+        Some(b) => Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?),
+        None => None,
+    };
+    let children = merge(
+        list(lroot.as_fd(), b"")?,
+        match &pfd {
+            Some(p) => list(p.as_fd(), b"")?,
+            None => Vec::new(),
+        },
+    );
+    let mut stack = vec![Frame {
+        lfd: lroot,
+        pfd,
+        path: Vec::new(),
+        st: lst,
+        children: children.into_iter(),
+        emitted: true,
+    }];
+
+    fn flush(stack: &mut [Frame], emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()> {
+        for f in stack.iter_mut() {
+            if !f.emitted {
+                f.emitted = true;
+                emit(DiffItem::Entry {
+                    path: &f.path,
+                    change: ChangeKind::Modified,
+                    st: &f.st,
+                    src: DiffSource::Dir(f.lfd.as_fd()),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    while let Some(top) = stack.last_mut() {
+        let Some(ch) = top.children.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = join(&top.path, ch.name.as_bytes());
+        let dir_mtime = (top.st.st_mtime, top.st.st_mtime_nsec as u32);
+        match (&ch.l, &ch.p) {
+            (None, Some(_)) => {
+                flush(&mut stack, emit)?;
+                emit(DiffItem::Whiteout {
+                    path: &path,
+                    mtime: dir_mtime,
+                })?;
+            }
+            (Some(ls), p) => {
+                let ft = fsx::file_type(ls);
+                let same_type = p.as_ref().is_some_and(|ps| fsx::file_type(ps) == ft);
+                let changed = match (p, same_type) {
+                    (None, _) => Some(ChangeKind::Added),
+                    (Some(_), false) => Some(ChangeKind::Modified),
+                    (Some(ps), true) => {
+                        let pdir = top.pfd.as_ref().map(|f| f.as_fd());
+                        let Some(pdir) = pdir else {
+                            return Err(ioe("walk", &path, std::io::Error::other("no base dir")));
+                        };
+                        if differs(top.lfd.as_fd(), pdir, &ch.name, ls, ps, &path)? {
+                            Some(ChangeKind::Modified)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                let sub = if ft == FileType::Directory {
+                    let lfd = fsx::open_dir_at(top.lfd.as_fd(), &ch.name)
+                        .map_err(|e| ioe("open", &path, e))?;
+                    let pfd = if same_type {
+                        match &top.pfd {
+                            Some(p) => Some(
+                                fsx::open_dir_at(p.as_fd(), &ch.name)
+                                    .map_err(|e| ioe("open", &path, e))?,
+                            ),
+                            None => None,
+                        }
+                    } else {
+                        None
+                    };
+                    Some((lfd, pfd))
+                } else {
+                    None
+                };
+                if let Some(kind) = changed {
+                    flush(&mut stack, emit)?;
+                    let top = stack.last().map(|t| t.lfd.as_fd());
+                    let Some(parent) = top else { break };
+                    match &sub {
+                        Some((lfd, _)) => emit(DiffItem::Entry {
+                            path: &path,
+                            change: kind,
+                            st: ls,
+                            src: DiffSource::Dir(lfd.as_fd()),
+                        })?,
+                        None => emit(DiffItem::Entry {
+                            path: &path,
+                            change: kind,
+                            st: ls,
+                            src: DiffSource::At(parent, &ch.name),
+                        })?,
+                    }
+                }
+                if let Some((lfd, pfd)) = sub {
+                    let children = merge(
+                        list(lfd.as_fd(), &path)?,
+                        match &pfd {
+                            Some(p) => list(p.as_fd(), &path)?,
+                            None => Vec::new(),
+                        },
+                    );
+                    stack.push(Frame {
+                        lfd,
+                        pfd,
+                        path,
+                        st: *ls,
+                        children: children.into_iter(),
+                        emitted: changed.is_some(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Collect the changes of a walk, sorted like `docker diff`.
+pub fn collect_changes(
+    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()>,
+) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    walk_fn(&mut |item| {
+        if let Some((kind, path)) = item.change() {
+            if !path.is_empty() {
+                out.push(Change::new(kind, path));
+            }
+        }
+        Ok(())
+    })?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Bytes of regular-file content added or changed by a walk.
+pub fn collect_size(
+    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()>,
+) -> Result<u64> {
+    let mut total = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    walk_fn(&mut |item| {
+        if let DiffItem::Entry { st, .. } = item {
+            if fsx::file_type(st) == FileType::RegularFile
+                && (st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)))
+            {
+                total += st.st_size as u64;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(total)
+}

@@ -1,0 +1,309 @@
+//! The storage driver trait and the types it speaks.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::LayerId;
+
+/// What a driver can do; the conformance suite branches on these, never on
+/// driver names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// `diff` / `changes` look only at what the layer itself holds
+    /// (O(changes)), not at both full trees.
+    pub native_diff: bool,
+    /// The deepest stack of layers (a layer and all its ancestors) the
+    /// driver can create and mount; `None` when unlimited.
+    pub max_depth: Option<usize>,
+    /// `create` of a child shares data blocks with the parent (reflink,
+    /// snapshot or union) instead of copying them.
+    pub shares_data: bool,
+    /// Mounting a read-only layer gives a view that refuses writes.
+    pub read_only_mounts: bool,
+    /// The driver can create device nodes and set any owner (runs as root).
+    pub privileged: bool,
+    /// `user.*` extended attributes can be stored in layers.
+    pub user_xattrs: bool,
+    /// `trusted.*` extended attributes can be stored in layers.
+    pub trusted_xattrs: bool,
+}
+
+/// Options of `create` / `create_rw`, like Docker's `--storage-opt`.
+/// No driver accepts options it does not understand: an unknown key is an
+/// `InvalidInput` error naming it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOpts {
+    pub storage_opts: BTreeMap<String, String>,
+}
+
+impl CreateOpts {
+    /// Refuse any option (for drivers that support none).
+    pub fn refuse_all(&self, driver: &str) -> Result<()> {
+        if let Some((k, _)) = self.storage_opts.iter().next() {
+            return Err(Error::invalid(
+                format!("storage option {k:?}"),
+                format!("driver {driver} supports no storage options"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `apply_diff` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyStats {
+    /// `sha256:` of the uncompressed tar stream (every byte, including the
+    /// end-of-archive blocks and anything after them).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// Bytes of file content the layer received (its size, as Docker counts).
+    pub size: u64,
+    /// Tar entries applied (headers of PAX / GNU extensions not counted).
+    pub entries: u64,
+}
+
+/// What `diff` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiffStats {
+    pub tar_bytes: u64,
+    pub entries: u64,
+    /// The path that produced it: `native` or `naive`.
+    pub method: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The letter `docker diff` prints.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Modified => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One changed path of a layer against its parent. `path` is absolute
+/// (`/etc/passwd`) and may hold any bytes but NUL.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: PathBuf,
+}
+
+impl Change {
+    pub fn new(kind: ChangeKind, rel: &[u8]) -> Change {
+        let mut p = Vec::with_capacity(rel.len() + 1);
+        p.push(b'/');
+        p.extend_from_slice(rel);
+        Change {
+            kind,
+            path: PathBuf::from(OsString::from_vec(p)),
+        }
+    }
+}
+
+impl PartialOrd for Change {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Change {
+    /// Sorted by path bytes (like `docker diff`), then kind.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(other.path.as_os_str().as_bytes())
+            .then(self.kind.cmp(&other.kind))
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.kind.letter(),
+            crate::error::Name(self.path.as_os_str().as_bytes().to_vec())
+        )
+    }
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// A layer as `layers()` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub id: LayerId,
+    pub parent: Option<LayerId>,
+    /// A container (read-write) layer.
+    pub rw: bool,
+    /// Seconds since the epoch.
+    pub created: i64,
+}
+
+/// Which base to compare a layer with in `diff` / `changes` / `diff_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffBase<'a> {
+    /// The layer's own parent (the whole tree for a base layer).
+    Parent,
+    /// Any other layer (typically an older ancestor).
+    Layer(&'a LayerId),
+    /// Nothing: the whole merged tree of the layer.
+    Empty,
+}
+
+impl<'a> DiffBase<'a> {
+    pub fn from_option(parent: Option<&'a LayerId>) -> Self {
+        match parent {
+            Some(p) => DiffBase::Layer(p),
+            None => DiffBase::Parent,
+        }
+    }
+}
+
+/// Key/value pairs for humans (`driver status`, `metadata`).
+pub type Pairs = Vec<(String, String)>;
+
+/// A storage driver: keeps layers (read-only image layers and read-write
+/// container layers) and turns them into mounted root file systems and back
+/// into layer diffs.
+///
+/// All methods take `&self` and are safe to call from several threads and
+/// processes at once on one root: drivers serialise through file locks under
+/// their root.
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// The registry name (`vfs`, `overlay2`, `btrfs`).
+    fn name(&self) -> &'static str;
+
+    /// The root the driver was opened on.
+    fn root(&self) -> &Path;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Create an empty read-only layer on `parent` (its view is the parent's
+    /// view), to be filled by `apply_diff`. Atomic: after a crash either
+    /// the whole layer exists or nothing does.
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()>;
+
+    /// Create a read-write (container) layer on `parent`.
+    fn create_rw(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()>;
+
+    /// Apply an OCI layer diff (plain, gzip or zstd tar). When `id` does
+    /// not exist, the layer is created on `parent` and filled atomically: on
+    /// any error nothing named `id` is left. When `id` exists (made by
+    /// `create`, no children, not mounted), the diff is applied in place and
+    /// the layer is removed if applying fails.
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut dyn Read,
+    ) -> Result<ApplyStats>;
+
+    /// Mount the layer's merged view and return its path. Reference counted
+    /// across processes: every `mount` needs one `unmount`.
+    fn mount(&self, id: &LayerId) -> Result<PathBuf>;
+
+    /// Drop one reference; unmount when none is left.
+    fn unmount(&self, id: &LayerId) -> Result<()>;
+
+    /// Write the layer's changes against `base` as an OCI layer tar.
+    fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats>;
+
+    /// The changed paths against `base`, sorted, like `docker diff`.
+    fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>>;
+
+    /// Bytes of file content the layer adds or changes against `base`.
+    fn diff_size(&self, id: &LayerId, base: DiffBase<'_>) -> Result<u64>;
+
+    /// Remove a layer. Refused while it has children (`HasChildren`) or is
+    /// mounted (`Busy`); unknown ids are `NotFound`.
+    fn remove(&self, id: &LayerId) -> Result<()>;
+
+    fn exists(&self, id: &LayerId) -> bool;
+
+    /// Information about one layer.
+    fn layer(&self, id: &LayerId) -> Result<LayerInfo>;
+
+    /// All layers, sorted by id.
+    fn layers(&self) -> Result<Vec<LayerInfo>>;
+
+    /// Key/value pairs describing the driver and its root.
+    fn status(&self) -> Pairs;
+
+    /// Key/value pairs describing one layer (paths, parent, depth...).
+    fn metadata(&self, id: &LayerId) -> Result<Pairs>;
+
+    /// Unmount everything this driver has mounted under its root.
+    fn cleanup(&self) -> Result<()>;
+}
+
+/// Driver-specific options from the command line or a runtime config
+/// (`key=value`). Drivers refuse keys they do not know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverOptions(pub BTreeMap<String, String>);
+
+impl DriverOptions {
+    pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> Result<Self> {
+        let mut m = BTreeMap::new();
+        for it in items {
+            let it = it.as_ref();
+            let (k, v) = it.split_once('=').ok_or_else(|| {
+                Error::invalid(format!("driver option {it:?}"), "expected key=value")
+            })?;
+            m.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(DriverOptions(m))
+    }
+
+    /// Take a boolean option; error on a value that is not a boolean.
+    pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>> {
+        match self.0.remove(key) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                _ => Err(Error::invalid(
+                    format!("driver option {key}={v}"),
+                    "expected true or false",
+                )),
+            },
+        }
+    }
+
+    pub fn take(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    /// Error on any option left after the driver took the ones it knows.
+    pub fn finish(self, driver: &str) -> Result<()> {
+        if let Some(k) = self.0.keys().next() {
+            return Err(Error::invalid(
+                format!("driver option {k:?}"),
+                format!("not an option of driver {driver}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! The one error type of the core crate (and of the drivers, which share it
+//! so that callers can branch on [`ErrorKind`] whatever backend they use).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, for callers that branch on it (the CLI maps kinds to
+/// exit codes; the conformance suite asserts them).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    HasChildren,
+    Busy,
+    MaxDepth,
+    Unsupported,
+    InvalidInput,
+    /// A path of a layer diff (entry, link target, whiteout) would resolve
+    /// outside the layer root. Never folded into `Io` or `InvalidInput`.
+    PathEscape,
+    /// The root was set up by another driver.
+    DriverMismatch,
+    /// On-disk state that does not make sense (metadata without a layer...).
+    Corrupt,
+    Io,
+}
+
+/// Printable form of a name that may not be UTF-8 (tar entry names are bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name(pub Vec<u8>);
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    write!(f, "{c}")?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+impl From<&[u8]> for Name {
+    fn from(b: &[u8]) -> Self {
+        Name(b.to_vec())
+    }
+}
+
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+
+    #[error("layer {id} has children ({children}); remove them first")]
+    HasChildren { id: String, children: String },
+
+    #[error("layer {id} is busy: {reason}")]
+    Busy { id: String, reason: String },
+
+    #[error("a stack of {depth} layers exceeds the maximum of {max} layers of driver {driver}")]
+    MaxDepth {
+        depth: usize,
+        max: usize,
+        driver: String,
+    },
+
+    #[error("{what} is not supported: {reason}")]
+    Unsupported { what: String, reason: String },
+
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: String, reason: String },
+
+    #[error("path {path} escapes the layer root: {reason}")]
+    PathEscape { path: Name, reason: String },
+
+    #[error(
+        "root {root} was set up with driver {recorded}; refusing to open it with driver {requested}"
+    )]
+    DriverMismatch {
+        root: PathBuf,
+        recorded: String,
+        requested: String,
+    },
+
+    #[error("corrupt state at {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// An error while applying one tar entry: names the entry.
+    #[error("tar entry {entry}: {source}")]
+    Entry {
+        entry: Name,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The archive stream itself is broken (bad header, truncated...).
+    #[error("layer archive: {reason}")]
+    Archive {
+        reason: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::HasChildren { .. } => ErrorKind::HasChildren,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::MaxDepth { .. } => ErrorKind::MaxDepth,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::PathEscape { .. } => ErrorKind::PathEscape,
+            Error::DriverMismatch { .. } => ErrorKind::DriverMismatch,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Entry { source, .. } => source.kind(),
+            Error::Archive { source, .. } => match source {
+                Some(e) if is_system_io(e) => ErrorKind::Io,
+                _ => ErrorKind::InvalidInput,
+            },
+        }
+    }
+
+    /// The OS error number behind this error, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Archive {
+                source: Some(s), ..
+            } => s.raw_os_error(),
+            Error::Entry { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: impl Into<io::Error>) -> Error {
+        Error::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidInput {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Error {
+        Error::NotFound { what: what.into() }
+    }
+
+    pub fn unsupported(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Unsupported {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn escape(path: &[u8], reason: impl Into<String>) -> Error {
+        Error::PathEscape {
+            path: Name(path.to_vec()),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn entry(entry: &[u8], source: Error) -> Error {
+        // do not nest entry contexts
+        if let Error::Entry { .. } = source {
+            return source;
+        }
+        Error::Entry {
+            entry: Name(entry.to_vec()),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn archive(reason: impl Into<String>, source: Option<io::Error>) -> Error {
+        Error::Archive {
+            reason: reason.into(),
+            source,
+        }
+    }
+}
+
+/// An io::Error that comes from the system (disk full, permission) rather
+/// than from malformed input (the tar crate reports those as `Other` /
+/// `InvalidData` / `UnexpectedEof`).
+fn is_system_io(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
+}
+
+/// Attach an operation and a path to an io / rustix error.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, io::Error> {
+    fn ctx(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+impl<T> IoContext<T> for std::result::Result<T, rustix::io::Errno> {
+    fn ctx(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_escapes_invalid_utf8_and_controls() {
+        let n = Name(b"a\nb\xffc".to_vec());
+        assert_eq!(n.to_string(), "a\\nb\\xffc");
+    }
+
+    #[test]
+    fn entry_error_names_entry_and_keeps_kind() {
+        let e = Error::entry(
+            b"etc/passwd",
+            Error::escape(b"../x", "climbs above the root"),
+        );
+        assert_eq!(e.kind(), ErrorKind::PathEscape);
+        let msg = e.to_string();
+        assert!(msg.contains("etc/passwd"), "{msg}");
+        let nested = Error::entry(b"other", e);
+        assert!(nested.to_string().contains("etc/passwd"));
+    }
+}

@@ -1,0 +1,152 @@
+//! The driver registry: open a driver by name, or let `auto` pick one.
+//!
+//! The core knows no backend; binaries and runtimes register the drivers
+//! they link (the `strata` facade registers all three). The driver used
+//! first on a root is recorded in `ROOT/driver`; opening that root later
+//! with another driver is refused ([`ErrorKind::DriverMismatch`]), never
+//! silently mixed.
+//!
+//! [`ErrorKind::DriverMismatch`]: crate::ErrorKind::DriverMismatch
+
+use std::path::{Path, PathBuf};
+
+use crate::driver::{Driver, DriverOptions};
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+
+/// Knows how to check for and open one driver.
+pub trait DriverFactory: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// `Ok` when the driver works on `root` on this machine; otherwise an
+    /// `Unsupported` error saying why.
+    fn supported(&self, root: &Path) -> Result<()>;
+
+    fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>>;
+}
+
+/// Registered drivers, in `auto`'s order of preference.
+#[derive(Default)]
+pub struct Registry {
+    factories: Vec<Box<dyn DriverFactory>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+const RECORD: &str = "driver";
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Add a driver; earlier registrations are preferred by `auto`.
+    pub fn register(&mut self, f: Box<dyn DriverFactory>) {
+        self.factories.push(f);
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.factories.iter().map(|f| f.name()).collect()
+    }
+
+    pub fn factory(&self, name: &str) -> Result<&dyn DriverFactory> {
+        self.factories
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| f.as_ref())
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("driver {name:?}"),
+                    format!("unknown driver (known: {}, auto)", self.names().join(", ")),
+                )
+            })
+    }
+
+    /// The driver recorded in `root`, if any.
+    pub fn recorded(root: &Path) -> Result<Option<String>> {
+        let p = root.join(RECORD);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read driver record", &p, e)),
+        }
+    }
+
+    /// Open `root` with driver `name` (`auto` picks one).
+    pub fn open(&self, name: &str, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
+        if name == "auto" {
+            return self.auto(root, opts);
+        }
+        let f = self.factory(name)?;
+        fsx::mkdir_p(root, 0o711).ctx("create root", root)?;
+        let root = canonical(root)?;
+        if let Some(rec) = Self::recorded(&root)? {
+            if rec != name {
+                return Err(Error::DriverMismatch {
+                    root,
+                    recorded: rec,
+                    requested: name.to_string(),
+                });
+            }
+            return f.open(&root, opts);
+        }
+        f.supported(&root)?;
+        // record under a lock so that two first openers agree
+        let lock_path = root.join(".driver.lock");
+        #[allow(clippy::disallowed_methods)]
+        let lf = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open lock", &lock_path)?;
+        rustix::fs::flock(&lf, rustix::fs::FlockOperation::LockExclusive)
+            .ctx("lock", &lock_path)?;
+        match Self::recorded(&root)? {
+            Some(rec) if rec != name => {
+                return Err(Error::DriverMismatch {
+                    root,
+                    recorded: rec,
+                    requested: name.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let p = root.join(RECORD);
+                fsx::write_atomic(&p, format!("{name}\n").as_bytes()).ctx("record driver", &p)?;
+            }
+        }
+        drop(lf);
+        f.open(&root, opts)
+    }
+
+    /// The recorded driver, or the first registered one that works here.
+    pub fn auto(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
+        fsx::mkdir_p(root, 0o711).ctx("create root", root)?;
+        if let Some(rec) = Self::recorded(root)? {
+            return self.open(&rec, root, opts);
+        }
+        let mut why = Vec::new();
+        for f in &self.factories {
+            match f.supported(root) {
+                Ok(()) => {
+                    tracing::info!(driver = f.name(), root = %root.display(), "auto-selected driver");
+                    return self.open(f.name(), root, opts);
+                }
+                Err(e) => why.push(format!("{}: {e}", f.name())),
+            }
+        }
+        Err(Error::unsupported(
+            format!("any driver on {}", root.display()),
+            why.join("; "),
+        ))
+    }
+}
+
+fn canonical(p: &Path) -> Result<PathBuf> {
+    p.canonicalize().ctx("resolve root", p)
+}

@@ -1,0 +1,451 @@
+//! Bookkeeping every driver shares: per-layer metadata, the root lock,
+//! staging and trash directories, mount reference counts, and recovery of
+//! what a crash left behind.
+//!
+//! Layout under a driver's home (`ROOT/<driver>`):
+//!
+//! ```text
+//! .lock              flock(2) guarding every change of the state below
+//! .meta/ID.json      parent, rw flag, creation time (written atomically)
+//! .mounts/ID         mount reference count (absent = not mounted)
+//! .staging/ID.*      layers being built (removed on open: a crash leftover)
+//! .trash/ID.*        layers being removed (finished on open)
+//! LAYERS/ID          the layer itself (driver-specific content)
+//! ```
+//!
+//! A layer exists exactly when `LAYERS/ID` exists. Creating writes the
+//! metadata first, then renames the finished staging directory into place
+//! (one atomic step); removing renames the layer into the trash first, then
+//! drops its metadata. After a crash, [`DriverState::recover`] deletes
+//! metadata without a layer, layers without metadata, staging and trash.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{FlockOperation, flock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use crate::id::LayerId;
+
+/// Metadata of one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMeta {
+    pub id: LayerId,
+    pub parent: Option<LayerId>,
+    pub rw: bool,
+    /// Seconds since the epoch.
+    pub created: i64,
+    /// Driver-specific values (e.g. overlay2's short link name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl LayerMeta {
+    pub fn new(id: &LayerId, parent: Option<&LayerId>, rw: bool) -> Self {
+        LayerMeta {
+            id: id.clone(),
+            parent: parent.cloned(),
+            rw,
+            created: now(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    pub fn info(&self) -> crate::driver::LayerInfo {
+        crate::driver::LayerInfo {
+            id: self.id.clone(),
+            parent: self.parent.clone(),
+            rw: self.rw,
+            created: self.created,
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A unique suffix for temporary names (pid, time, counter).
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}.{t:x}.{n}", std::process::id())
+}
+
+/// An exclusive lock on a driver's state; released when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// What [`DriverState::recover`] cleaned.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub staging: usize,
+    pub trash: usize,
+    pub orphan_meta: usize,
+    pub orphan_layers: usize,
+    pub stale_mounts: usize,
+}
+
+impl Recovery {
+    pub fn is_empty(&self) -> bool {
+        *self == Recovery::default()
+    }
+}
+
+/// Shared state of one driver home.
+#[derive(Debug)]
+pub struct DriverState {
+    pub name: &'static str,
+    pub home: PathBuf,
+    pub layers: PathBuf,
+    reserved: &'static [&'static str],
+}
+
+impl DriverState {
+    /// Open (creating if needed) the state under `home`, with layers kept
+    /// in `layers` (which may be `home` itself). Names in `reserved` can
+    /// not be layer ids (they are driver directories next to the layers).
+    pub fn open(
+        name: &'static str,
+        home: &Path,
+        layers: &Path,
+        reserved: &'static [&'static str],
+    ) -> Result<Self> {
+        for d in [
+            home.to_path_buf(),
+            layers.to_path_buf(),
+            home.join(".meta"),
+            home.join(".mounts"),
+            home.join(".staging"),
+            home.join(".trash"),
+        ] {
+            fsx::mkdir_p(&d, 0o700).ctx("create directory", &d)?;
+        }
+        Ok(DriverState {
+            name,
+            home: home.to_path_buf(),
+            layers: layers.to_path_buf(),
+            reserved,
+        })
+    }
+
+    pub fn lock(&self) -> Result<Lock> {
+        let p = self.home.join(".lock");
+        #[allow(clippy::disallowed_methods)]
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .ctx("open lock", &p)?;
+        flock(&f, FlockOperation::LockExclusive).ctx("lock", &p)?;
+        Ok(Lock { _file: f })
+    }
+
+    pub fn layer_path(&self, id: &LayerId) -> PathBuf {
+        self.layers.join(id.as_str())
+    }
+
+    fn meta_path(&self, id: &LayerId) -> PathBuf {
+        self.home.join(".meta").join(format!("{id}.json"))
+    }
+
+    pub fn exists(&self, id: &LayerId) -> bool {
+        self.layer_path(id).symlink_metadata().is_ok() && self.meta_path(id).exists()
+    }
+
+    pub fn meta(&self, id: &LayerId) -> Result<LayerMeta> {
+        if self.layer_path(id).symlink_metadata().is_err() {
+            return Err(Error::not_found(format!("layer {id}")));
+        }
+        let p = self.meta_path(id);
+        let data = match std::fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("layer {id}")));
+            }
+            Err(e) => return Err(Error::io("read metadata", &p, e)),
+        };
+        serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn write_meta(&self, m: &LayerMeta) -> Result<()> {
+        let p = self.meta_path(&m.id);
+        let data = serde_json::to_vec_pretty(m).map_err(|e| Error::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        fsx::write_atomic(&p, &data).ctx("write metadata", &p)
+    }
+
+    pub fn remove_meta(&self, id: &LayerId) -> Result<()> {
+        let p = self.meta_path(id);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove metadata", &p, e)),
+        }
+    }
+
+    /// Every layer's metadata, sorted by id.
+    pub fn list(&self) -> Result<Vec<LayerMeta>> {
+        let dir = self.home.join(".meta");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).ctx("read", &dir)? {
+            let e = e.ctx("read", &dir)?;
+            let name = e.file_name();
+            let Some(s) = name.to_str().and_then(|s| s.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(id) = LayerId::new(s) else { continue };
+            match self.meta(&id) {
+                Ok(m) => out.push(m),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|m| m.parent.as_ref() == Some(id))
+            .map(|m| m.id)
+            .collect())
+    }
+
+    /// The layer and its ancestors, the layer first.
+    pub fn chain(&self, id: &LayerId) -> Result<Vec<LayerMeta>> {
+        let mut out = Vec::new();
+        let mut cur = Some(id.clone());
+        while let Some(c) = cur {
+            if out.len() > 100_000 {
+                return Err(Error::Corrupt {
+                    path: self.home.clone(),
+                    reason: format!("parent chain of {id} loops"),
+                });
+            }
+            let m = self.meta(&c)?;
+            cur = m.parent.clone();
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Refuse a new layer whose id is taken or reserved, or whose parent
+    /// does not exist; returns the depth of the new layer's stack.
+    pub fn check_new(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<usize> {
+        if self.reserved.contains(&id.as_str()) {
+            return Err(Error::invalid(
+                format!("layer id {id}"),
+                format!("reserved by driver {}", self.name),
+            ));
+        }
+        if self.exists(id) {
+            return Err(Error::AlreadyExists {
+                what: format!("layer {id}"),
+            });
+        }
+        match parent {
+            Some(p) => {
+                if p == id {
+                    return Err(Error::invalid(
+                        format!("parent {p}"),
+                        "a layer cannot be its own parent",
+                    ));
+                }
+                match self.chain(p) {
+                    Ok(c) => Ok(c.len() + 1),
+                    Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                        Err(Error::not_found(format!("parent layer {p}")))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => Ok(1),
+        }
+    }
+
+    /// Make a finished staging directory the layer `meta.id`: under the
+    /// lock, check again that the id is free and the parent exists, write
+    /// the metadata, rename the staging directory into place.
+    pub fn commit(&self, staging: &Path, meta: &LayerMeta) -> Result<()> {
+        let _l = self.lock()?;
+        self.check_new(&meta.id, meta.parent.as_ref())?;
+        self.write_meta(meta)?;
+        let dst = self.layer_path(&meta.id);
+        if let Err(e) = std::fs::rename(staging, &dst) {
+            let _ = self.remove_meta(&meta.id);
+            return Err(Error::io("rename staging layer", &dst, e));
+        }
+        fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
+        Ok(())
+    }
+
+    /// Take layer `id` out of the store (under the lock): refused while it
+    /// has children or is mounted. Returns its new place in the trash,
+    /// which the caller deletes (outside the lock).
+    pub fn begin_remove(&self, id: &LayerId) -> Result<PathBuf> {
+        let _l = self.lock()?;
+        self.meta(id)?;
+        let children = self.children(id)?;
+        if !children.is_empty() {
+            return Err(Error::HasChildren {
+                id: id.to_string(),
+                children: children
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let n = self.mount_count(id);
+        if n > 0 {
+            return Err(Error::Busy {
+                id: id.to_string(),
+                reason: format!("mounted ({n} references); unmount it first"),
+            });
+        }
+        let t = self.new_trash(id);
+        let src = self.layer_path(id);
+        std::fs::rename(&src, &t).ctx("move layer to trash", &src)?;
+        self.remove_meta(id)?;
+        fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
+        Ok(t)
+    }
+
+    pub fn new_staging(&self, id: &LayerId) -> PathBuf {
+        self.home
+            .join(".staging")
+            .join(format!("{id}.{}", unique_suffix()))
+    }
+
+    pub fn new_trash(&self, id: &LayerId) -> PathBuf {
+        self.home
+            .join(".trash")
+            .join(format!("{id}.{}", unique_suffix()))
+    }
+
+    fn count_path(&self, id: &LayerId) -> PathBuf {
+        self.home.join(".mounts").join(id.as_str())
+    }
+
+    /// Mount reference count (0 when not mounted). Call under the lock.
+    pub fn mount_count(&self, id: &LayerId) -> u32 {
+        std::fs::read_to_string(self.count_path(id))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn set_mount_count(&self, id: &LayerId, n: u32) -> Result<()> {
+        let p = self.count_path(id);
+        if n == 0 {
+            match std::fs::remove_file(&p) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove mount count", &p, e)),
+            }
+        } else {
+            fsx::write_atomic(&p, n.to_string().as_bytes()).ctx("write mount count", &p)
+        }
+    }
+
+    /// Ids with a mount count file.
+    pub fn mounted_ids(&self) -> Result<Vec<LayerId>> {
+        let dir = self.home.join(".mounts");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).ctx("read", &dir)? {
+            let e = e.ctx("read", &dir)?;
+            if let Some(id) = e.file_name().to_str().and_then(|s| LayerId::new(s).ok()) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Clean what a crash left: staging and trash entries (removed with
+    /// `remove_dir`, which knows the driver's kind of directory), metadata
+    /// without a layer, layers without metadata. Call under the lock.
+    pub fn recover(&self, remove_dir: &dyn Fn(&Path) -> Result<()>) -> Result<Recovery> {
+        let mut r = Recovery::default();
+        for (sub, counter) in [(".staging", 0), (".trash", 1)] {
+            let dir = self.home.join(sub);
+            for e in std::fs::read_dir(&dir).ctx("read", &dir)? {
+                let e = e.ctx("read", &dir)?;
+                let p = e.path();
+                tracing::info!(path = %p.display(), "removing crash leftover");
+                remove_dir(&p)?;
+                if counter == 0 {
+                    r.staging += 1;
+                } else {
+                    r.trash += 1;
+                }
+            }
+        }
+        // metadata without a layer
+        let mdir = self.home.join(".meta");
+        for e in std::fs::read_dir(&mdir).ctx("read", &mdir)? {
+            let e = e.ctx("read", &mdir)?;
+            let name = e.file_name();
+            let Some(s) = name.to_str() else { continue };
+            if s.starts_with(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let Some(id) = s.strip_suffix(".json").and_then(|s| LayerId::new(s).ok()) else {
+                continue;
+            };
+            if self.layer_path(&id).symlink_metadata().is_err() {
+                tracing::info!(layer = %id, "removing metadata of a layer that was never completed");
+                self.remove_meta(&id)?;
+                self.set_mount_count(&id, 0)?;
+                r.orphan_meta += 1;
+            }
+        }
+        // layers without metadata
+        for e in std::fs::read_dir(&self.layers).ctx("read", &self.layers)? {
+            let e = e.ctx("read", &self.layers)?;
+            let name = e.file_name();
+            let Some(s) = name.to_str() else { continue };
+            if s.starts_with('.') || self.reserved.contains(&s) {
+                continue;
+            }
+            let Ok(id) = LayerId::new(s) else { continue };
+            if !self.meta_path(&id).exists() {
+                tracing::info!(layer = %id, "removing a layer without metadata");
+                let t = self.new_trash(&id);
+                std::fs::rename(e.path(), &t).ctx("rename", e.path())?;
+                remove_dir(&t)?;
+                r.orphan_layers += 1;
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Remove a plain directory tree (staging and trash of vfs / overlay2).
+pub fn remove_plain_dir(p: &Path) -> Result<()> {
+    fsx::remove_tree(p).ctx("remove", p)
+}
