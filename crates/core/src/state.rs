@@ -32,6 +32,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::id::LayerId;
 
+/// `LayerMeta::extra` key of layers that hold an applied diff.
+pub const APPLIED: &str = "applied";
+
 /// Metadata of one layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerMeta {
@@ -332,6 +335,53 @@ impl DriverState {
         self.remove_meta(id)?;
         fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
         Ok(t)
+    }
+
+    /// Checks before applying a diff into an existing layer (one made by
+    /// `create` and never filled): under the lock; returns its metadata.
+    pub fn begin_apply_in_place(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<LayerMeta> {
+        let _l = self.lock()?;
+        let meta = self.meta(id)?;
+        if meta.rw {
+            return Err(Error::invalid(
+                format!("layer {id}"),
+                "a diff is applied to read-only layers only; this is a read-write layer",
+            ));
+        }
+        if meta.extra.contains_key(APPLIED) {
+            return Err(Error::AlreadyExists {
+                what: format!("layer {id} (it already holds a diff)"),
+            });
+        }
+        if parent.is_some() && meta.parent.as_ref() != parent {
+            return Err(Error::invalid(
+                format!("parent of layer {id}"),
+                format!(
+                    "the layer exists with parent {}",
+                    meta.parent.as_ref().map(|p| p.as_str()).unwrap_or("(none)")
+                ),
+            ));
+        }
+        if !self.children(id)?.is_empty() || self.mount_count(id) > 0 {
+            return Err(Error::Busy {
+                id: id.to_string(),
+                reason:
+                    "a diff can only be applied to a layer without children that is not mounted"
+                        .into(),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Record that a layer holds a diff (it can no longer be filled).
+    pub fn mark_applied(&self, mut meta: LayerMeta) -> Result<()> {
+        let _l = self.lock()?;
+        meta.extra.insert(APPLIED.into(), "true".into());
+        self.write_meta(&meta)
     }
 
     pub fn new_staging(&self, id: &LayerId) -> PathBuf {

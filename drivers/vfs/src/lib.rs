@@ -189,7 +189,7 @@ impl Vfs {
         id: &LayerId,
         parent: Option<&LayerId>,
         rw: bool,
-        fill: impl FnOnce(&Path) -> Result<()>,
+        fill: impl FnOnce(&Path) -> Result<bool>,
     ) -> Result<()> {
         {
             let _l = self.state.lock()?;
@@ -222,8 +222,13 @@ impl Vfs {
                         .ctx("chmod", &staging)?;
                 }
             }
-            fill(&staging)?;
-            self.state.commit(&staging, &LayerMeta::new(id, parent, rw))
+            let applied = fill(&staging)?;
+            let mut meta = LayerMeta::new(id, parent, rw);
+            if applied {
+                meta.extra
+                    .insert(strata_core::state::APPLIED.into(), "true".into());
+            }
+            self.state.commit(&staging, &meta)
         })();
         if r.is_err() {
             let _ = remove_plain_dir(&staging);
@@ -287,12 +292,12 @@ impl Driver for Vfs {
 
     fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
         opts.refuse_all(NAME)?;
-        self.build(id, parent, false, |_| Ok(()))
+        self.build(id, parent, false, |_| Ok(false))
     }
 
     fn create_rw(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
         opts.refuse_all(NAME)?;
-        self.build(id, parent, true, |_| Ok(()))
+        self.build(id, parent, true, |_| Ok(false))
     }
 
     fn apply_diff(
@@ -303,32 +308,13 @@ impl Driver for Vfs {
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {
             // in place, into a layer made by `create`
-            let meta = {
-                let _l = self.state.lock()?;
-                let meta = self.state.meta(id)?;
-                if parent.is_some() && meta.parent.as_ref() != parent {
-                    return Err(Error::invalid(
-                        format!("parent of layer {id}"),
-                        format!(
-                            "the layer exists with parent {:?}",
-                            meta.parent.as_ref().map(|p| p.as_str())
-                        ),
-                    ));
-                }
-                if !self.state.children(id)?.is_empty() || self.state.mount_count(id) > 0 {
-                    return Err(Error::Busy {
-                        id: id.to_string(),
-                        reason: "a diff can only be applied to a layer without children that is not mounted"
-                            .into(),
-                    });
-                }
-                meta
-            };
+            let meta = self.state.begin_apply_in_place(id, parent)?;
             let p = self.tree(id);
             let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
-            let r = archive::apply(fd.as_fd(), &p, diff, ApplyOptions::default());
+            let r = archive::apply(fd.as_fd(), &p, diff, ApplyOptions::default())
+                .and_then(|s| self.state.mark_applied(meta.clone()).map(|()| s));
             if r.is_err() {
-                tracing::warn!(layer = %id, "apply failed; removing the half-made layer");
+                tracing::info!(layer = %id, "apply failed; removing the half-made layer");
                 let _ = self.remove(&meta.id);
             }
             return r;
@@ -342,7 +328,7 @@ impl Driver for Vfs {
                 diff,
                 ApplyOptions::default(),
             )?);
-            Ok(())
+            Ok(true)
         })?;
         stats.ok_or_else(|| Error::invalid("apply", "no statistics"))
     }

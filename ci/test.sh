@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and conformance tests of every
+# crate (overlay2 and btrfs for real when root), then driver-test per backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./ci/setup.sh
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
+echo "== driver-test"
+cargo build --locked --bin driver-test
+for d in $(./target/debug/driver-test --list-drivers); do
+  echo "-- driver-test --driver $d"
+  ./target/debug/driver-test --driver "$d"
+done
+echo "== leftovers"
+left=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}') || true
+if [ -n "$left" ]; then echo "mounts left behind:"; echo "$left"; exit 1; fi
+echo "all tests passed"
