@@ -1790,7 +1790,7 @@ fn odd_names(c: &mut Ctx<'_>) -> Result<()> {
     let mut l = vec![
         file("with space", "s"),
         file("new\nline", "n"),
-        file(b"bad-\xff\xfe-utf8".to_vec(), "b"),
+        file(b"bad-\xff\xfe-utf8", "b"),
         file("unicodé ✓", "u"),
         file(&comp255, "long"),
         file(" leading", "l"),

@@ -120,31 +120,33 @@ pub fn tar(entries: &[E]) -> Vec<u8> {
     }
 }
 
+/// Kind, link target, size, device numbers and sparse map of a node.
+type Shape<'a> = (Kind, &'a [u8], u64, (u32, u32), Option<Vec<Segment>>);
+
 fn write_entry<W: Write>(w: &mut TarWriter<W>, en: &E) {
-    let (kind, link, size, dev, segs): (Kind, &[u8], u64, (u32, u32), Option<Vec<Segment>>) =
-        match &en.node {
-            Node::File(c) => (Kind::File, b"", c.len() as u64, (0, 0), None),
-            Node::Sparse(size, s) => (
-                Kind::File,
-                b"",
-                *size,
-                (0, 0),
-                Some(
-                    s.iter()
-                        .map(|(o, d)| Segment {
-                            offset: *o,
-                            len: d.len() as u64,
-                        })
-                        .collect(),
-                ),
+    let (kind, link, size, dev, segs): Shape<'_> = match &en.node {
+        Node::File(c) => (Kind::File, b"", c.len() as u64, (0, 0), None),
+        Node::Sparse(size, s) => (
+            Kind::File,
+            b"",
+            *size,
+            (0, 0),
+            Some(
+                s.iter()
+                    .map(|(o, d)| Segment {
+                        offset: *o,
+                        len: d.len() as u64,
+                    })
+                    .collect(),
             ),
-            Node::Dir => (Kind::Dir, b"", 0, (0, 0), None),
-            Node::Symlink(t) => (Kind::Symlink, t.as_slice(), 0, (0, 0), None),
-            Node::Hardlink(t) => (Kind::Hardlink, t.as_slice(), 0, (0, 0), None),
-            Node::Char(a, b) => (Kind::Char, b"", 0, (*a, *b), None),
-            Node::Block(a, b) => (Kind::Block, b"", 0, (*a, *b), None),
-            Node::Fifo => (Kind::Fifo, b"", 0, (0, 0), None),
-        };
+        ),
+        Node::Dir => (Kind::Dir, b"", 0, (0, 0), None),
+        Node::Symlink(t) => (Kind::Symlink, t.as_slice(), 0, (0, 0), None),
+        Node::Hardlink(t) => (Kind::Hardlink, t.as_slice(), 0, (0, 0), None),
+        Node::Char(a, b) => (Kind::Char, b"", 0, (*a, *b), None),
+        Node::Block(a, b) => (Kind::Block, b"", 0, (*a, *b), None),
+        Node::Fifo => (Kind::Fifo, b"", 0, (0, 0), None),
+    };
     let head = WriteHead {
         path: &en.path,
         kind,

@@ -169,14 +169,13 @@ fn differs(
     if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice) && ls.st_rdev != ps.st_rdev {
         return Ok(true);
     }
-    if ft != FileType::Directory {
-        if ls.st_size != ps.st_size
+    if ft != FileType::Directory
+        && (ls.st_size != ps.st_size
             || ls.st_mtime != ps.st_mtime
             || ls.st_mtime_nsec != ps.st_mtime_nsec
-            || ls.st_nlink != ps.st_nlink
-        {
-            return Ok(true);
-        }
+            || ls.st_nlink != ps.st_nlink)
+    {
+        return Ok(true);
     }
     if ft == FileType::Symlink {
         let a = rustix::fs::readlinkat(ldir, name.as_c_str(), Vec::new())
@@ -383,10 +382,10 @@ pub fn collect_changes(
 ) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     walk_fn(&mut |item| {
-        if let Some((kind, path)) = item.change() {
-            if !path.is_empty() {
-                out.push(Change::new(kind, path));
-            }
+        if let Some((kind, path)) = item.change()
+            && !path.is_empty()
+        {
+            out.push(Change::new(kind, path));
         }
         Ok(())
     })?;
@@ -402,12 +401,11 @@ pub fn collect_size(
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
     walk_fn(&mut |item| {
-        if let DiffItem::Entry { st, .. } = item {
-            if fsx::file_type(st) == FileType::RegularFile
-                && (st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)))
-            {
-                total += st.st_size as u64;
-            }
+        if let DiffItem::Entry { st, .. } = item
+            && fsx::file_type(st) == FileType::RegularFile
+            && (st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)))
+        {
+            total += st.st_size as u64;
         }
         Ok(())
     })?;

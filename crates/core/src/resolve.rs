@@ -360,11 +360,9 @@ impl<'a> Resolver<'a> {
                 self.copy_up_dir_meta(fd.as_fd(), &here, &lst)?;
                 restore = Some(fsx::mtime_of(&lst));
                 lv = true;
-            } else if in_upper {
-                if let Some(x) = self.overlay {
-                    x.set_opaque(XattrTarget::Fd(fd.as_fd()))
-                        .map_err(|e| self.err("set opaque", &here, e))?;
-                }
+            } else if in_upper && let Some(x) = self.overlay {
+                x.set_opaque(XattrTarget::Fd(fd.as_fd()))
+                    .map_err(|e| self.err("set opaque", &here, e))?;
             }
             hook.created_dir(&here, restore);
             stack.push(Level {
@@ -530,6 +528,7 @@ pub fn cstr_ref(c: &std::ffi::CString) -> &CStr {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;

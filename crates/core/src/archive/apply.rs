@@ -343,11 +343,9 @@ impl<'a> Applier<'a> {
             }
             let fd = fsx::open_dir_at(pfd, &cbase).map_err(|e| sys("open", &rpath, e))?;
             self.set_meta_fd(fd.as_fd(), &rpath, head, xattrs)?;
-            if was_whiteout {
-                if let WhiteoutFormat::Overlay(x) = self.format {
-                    x.set_opaque(XattrTarget::Fd(fd.as_fd()))
-                        .map_err(|e| sys("set opaque", &rpath, e))?;
-                }
+            if was_whiteout && let WhiteoutFormat::Overlay(x) = self.format {
+                x.set_opaque(XattrTarget::Fd(fd.as_fd()))
+                    .map_err(|e| sys("set opaque", &rpath, e))?;
             }
             let at = head.atime.unwrap_or(head.mtime);
             self.dir_times.push((rpath.clone(), ts(at), ts(head.mtime)));
@@ -507,23 +505,22 @@ impl<'a> Applier<'a> {
         if overlay && (tst.is_none() || tst.as_ref().is_some_and(fsx::is_whiteout)) && tst.is_none()
         {
             // the target lives in a lower layer: copy it up first
-            if let Some((lst, ft)) = self.res.lower_stat(&trpath)? {
-                if ft != FileType::Directory {
-                    if let Some((lfd, lbase)) = self.res.lower_parent(&trpath)? {
-                        let clbase = resolve::component(&lbase)?;
-                        crate::copy::copy_node(
-                            lfd.as_fd(),
-                            &clbase,
-                            &lst,
-                            tparent.fd.as_fd(),
-                            &ctbase,
-                            None,
-                        )
-                        .map_err(|e| sys("copy up", &trpath, e))?;
-                        tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
-                            .map_err(|e| sys("stat", &trpath, e))?;
-                    }
-                }
+            if let Some((lst, ft)) = self.res.lower_stat(&trpath)?
+                && ft != FileType::Directory
+                && let Some((lfd, lbase)) = self.res.lower_parent(&trpath)?
+            {
+                let clbase = resolve::component(&lbase)?;
+                crate::copy::copy_node(
+                    lfd.as_fd(),
+                    &clbase,
+                    &lst,
+                    tparent.fd.as_fd(),
+                    &ctbase,
+                    None,
+                )
+                .map_err(|e| sys("copy up", &trpath, e))?;
+                tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
+                    .map_err(|e| sys("stat", &trpath, e))?;
             }
         }
         let tst = match tst {
@@ -573,12 +570,11 @@ impl<'a> Applier<'a> {
                     // a directory of this layer loses what lower layers had
                     if let Some(st) = fsx::try_stat_at(parent.fd.as_fd(), &cname)
                         .map_err(|e| sys("stat", &rpath, e))?
+                        && fsx::file_type(&st) == FileType::Directory
                     {
-                        if fsx::file_type(&st) == FileType::Directory {
-                            let fd = fsx::open_dir_at(parent.fd.as_fd(), &cname)
-                                .map_err(|e| sys("open", &rpath, e))?;
-                            self.prune_not_created(fd, &rpath)?;
-                        }
+                        let fd = fsx::open_dir_at(parent.fd.as_fd(), &cname)
+                            .map_err(|e| sys("open", &rpath, e))?;
+                        self.prune_not_created(fd, &rpath)?;
                     }
                     return Ok(());
                 }

@@ -192,7 +192,7 @@ fn percent_decode(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
-        if v[i] == b'%' && i + 2 < v.len() + 0 && i + 2 <= v.len() - 1 {
+        if v[i] == b'%' && i + 2 < v.len() {
             let h = std::str::from_utf8(&v[i + 1..i + 3])
                 .ok()
                 .and_then(|s| u8::from_str_radix(s, 16).ok());
