@@ -395,8 +395,12 @@ impl Harness for ScratchHarness {
         Ok((self.open_fn)(root)?)
     }
     fn child_command(&self) -> Option<std::process::Command> {
+        // the same program with the same arguments: it opens the same
+        // driver, sees CHILD_ENV and does only the child's operation
         let exe = std::env::current_exe().ok()?;
-        Some(std::process::Command::new(exe))
+        let mut c = std::process::Command::new(exe);
+        c.args(std::env::args_os().skip(1));
+        Some(c)
     }
 }
 
