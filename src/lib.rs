@@ -17,6 +17,7 @@ pub mod cli;
 /// Every driver this build knows, in `auto`'s order of preference.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
+    r.register(Box::new(strata_btrfs::Factory));
     r.register(Box::new(strata_overlay2::Factory));
     r.register(Box::new(strata_vfs::Factory));
     r

@@ -199,6 +199,26 @@ pub fn same_listing(what: &str, got: &[String], want: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Remove every layer of a driver, children before parents.
+pub fn purge(d: &dyn Driver) -> Result<()> {
+    loop {
+        let layers = d.layers()?;
+        if layers.is_empty() {
+            return Ok(());
+        }
+        let parents: std::collections::HashSet<_> =
+            layers.iter().filter_map(|l| l.parent.clone()).collect();
+        let leaves: Vec<_> = layers.iter().filter(|l| !parents.contains(&l.id)).collect();
+        if leaves.is_empty() {
+            bail!("layers form a cycle: {layers:?}");
+        }
+        for l in leaves {
+            d.remove(&l.id)
+                .with_context(|| format!("removing layer {} after the case", l.id))?;
+        }
+    }
+}
+
 /// Outcome of one case.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", content = "reason", rename_all = "lowercase")]
@@ -242,8 +262,13 @@ pub fn run_case(h: Arc<dyn Harness>, case: &Case) -> (Outcome, Duration) {
                 };
                 let r = run(&mut ctx);
                 let c = ctx.d.cleanup().context("driver cleanup");
+                // remove every layer through the driver (children first):
+                // backends whose layers are not plain directories (btrfs
+                // subvolumes) need it, and it checks that removal works
+                let p = purge(ctx.d.as_ref());
                 r?;
-                c
+                c?;
+                p
             }));
             let _ = tx.send(r);
         });

@@ -30,7 +30,60 @@ struct Child {
     p: Option<Stat>,
 }
 
-struct Frame {
+/// The paths a walk looks at: a trie of candidate paths (from a backend's
+/// own change tracking). A node marked `all` (and anything below a path
+/// that is new in the layer) is walked completely.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    children: std::collections::BTreeMap<Vec<u8>, Filter>,
+    all: bool,
+}
+
+impl Filter {
+    /// Look at `path` (and the directories leading to it).
+    pub fn insert(&mut self, path: &[u8]) -> &mut Filter {
+        let mut node = self;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            node = node.children.entry(c.to_vec()).or_default();
+        }
+        node
+    }
+
+    /// Look at `path` and everything below it.
+    pub fn insert_all(&mut self, path: &[u8]) {
+        self.insert(path).all = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.children.is_empty()
+    }
+
+    fn child(&self, name: &[u8]) -> Option<&Filter> {
+        self.children.get(name)
+    }
+}
+
+/// Options of [`walk_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct WalkOpts<'a> {
+    /// Only these paths (default: everything).
+    pub filter: Option<&'a Filter>,
+    /// Compare contents where metadata cannot decide (default: yes; a
+    /// size estimate turns it off so that no file is read).
+    pub compare_content: bool,
+}
+
+impl Default for WalkOpts<'_> {
+    fn default() -> Self {
+        WalkOpts {
+            filter: None,
+            compare_content: true,
+        }
+    }
+}
+
+struct Frame<'f> {
+    filter: Option<&'f Filter>,
     lfd: OwnedFd,
     pfd: Option<OwnedFd>,
     path: Vec<u8>,
@@ -161,6 +214,7 @@ fn differs(
     ls: &Stat,
     ps: &Stat,
     path: &[u8],
+    compare_content: bool,
 ) -> Result<bool> {
     let ft = fsx::file_type(ls);
     if ls.st_mode != ps.st_mode || ls.st_uid != ps.st_uid || ls.st_gid != ps.st_gid {
@@ -202,7 +256,8 @@ fn differs(
     if lx != px {
         return Ok(true);
     }
-    if ft == FileType::RegularFile
+    if compare_content
+        && ft == FileType::RegularFile
         && ls.st_mtime_nsec == 0
         && ps.st_mtime_nsec == 0
         && ls.st_size > 0
@@ -218,6 +273,27 @@ fn differs(
 pub fn walk(
     layer: BorrowedFd<'_>,
     base: Option<BorrowedFd<'_>>,
+    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+) -> Result<()> {
+    walk_with(layer, base, WalkOpts::default(), emit)
+}
+
+fn keep(filter: Option<&Filter>, children: Vec<Child>) -> Vec<Child> {
+    match filter {
+        Some(f) if !f.all => children
+            .into_iter()
+            .filter(|c| f.children.contains_key(c.name.as_bytes()))
+            .collect(),
+        _ => children,
+    }
+}
+
+/// [`walk`] with options: a filter of candidate paths (O(changes) walks
+/// for backends that track changes) and content comparison on or off.
+pub fn walk_with(
+    layer: BorrowedFd<'_>,
+    base: Option<BorrowedFd<'_>>,
+    opts: WalkOpts<'_>,
     emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
 ) -> Result<()> {
     let lroot = rustix::io::dup(layer).map_err(|e| ioe("dup", b"/", e.into()))?;
@@ -251,14 +327,18 @@ pub fn walk(
         Some(b) => Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?),
         None => None,
     };
-    let children = merge(
-        list(lroot.as_fd(), b"")?,
-        match &pfd {
-            Some(p) => list(p.as_fd(), b"")?,
-            None => Vec::new(),
-        },
+    let children = keep(
+        opts.filter,
+        merge(
+            list(lroot.as_fd(), b"")?,
+            match &pfd {
+                Some(p) => list(p.as_fd(), b"")?,
+                None => Vec::new(),
+            },
+        ),
     );
     let mut stack = vec![Frame {
+        filter: opts.filter.filter(|f| !f.all),
         lfd: lroot,
         pfd,
         path: Vec::new(),
@@ -267,7 +347,10 @@ pub fn walk(
         emitted: true,
     }];
 
-    fn flush(stack: &mut [Frame], emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()> {
+    fn flush(
+        stack: &mut [Frame<'_>],
+        emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+    ) -> Result<()> {
         for f in stack.iter_mut() {
             if !f.emitted {
                 f.emitted = true;
@@ -308,7 +391,15 @@ pub fn walk(
                         let Some(pdir) = pdir else {
                             return Err(ioe("walk", &path, std::io::Error::other("no base dir")));
                         };
-                        if differs(top.lfd.as_fd(), pdir, &ch.name, ls, ps, &path)? {
+                        if differs(
+                            top.lfd.as_fd(),
+                            pdir,
+                            &ch.name,
+                            ls,
+                            ps,
+                            &path,
+                            opts.compare_content,
+                        )? {
                             Some(ChangeKind::Modified)
                         } else {
                             None
@@ -352,15 +443,32 @@ pub fn walk(
                         })?,
                     }
                 }
-                if let Some((lfd, pfd)) = sub {
-                    let children = merge(
-                        list(lfd.as_fd(), &path)?,
-                        match &pfd {
-                            Some(p) => list(p.as_fd(), &path)?,
-                            None => Vec::new(),
-                        },
+                // what to look at below: everything under a new directory;
+                // else the filter's subtree (nothing when it has none)
+                let parent_filter = stack.last().and_then(|t| t.filter);
+                let sub_filter = match (parent_filter, pfd_is_some(&sub)) {
+                    (_, false) => None,
+                    (None, true) => None,
+                    (Some(f), true) => match f.child(ch.name.as_bytes()) {
+                        Some(c) if c.all => None,
+                        Some(c) => Some(c),
+                        None => Some(&EMPTY),
+                    },
+                };
+                let skip = sub_filter.is_some_and(|f| f.is_empty());
+                if let (Some((lfd, pfd)), false) = (sub, skip) {
+                    let children = keep(
+                        sub_filter,
+                        merge(
+                            list(lfd.as_fd(), &path)?,
+                            match &pfd {
+                                Some(p) => list(p.as_fd(), &path)?,
+                                None => Vec::new(),
+                            },
+                        ),
                     );
                     stack.push(Frame {
+                        filter: sub_filter,
                         lfd,
                         pfd,
                         path,
@@ -374,6 +482,15 @@ pub fn walk(
         }
     }
     Ok(())
+}
+
+static EMPTY: Filter = Filter {
+    children: std::collections::BTreeMap::new(),
+    all: false,
+};
+
+fn pfd_is_some(sub: &Option<(OwnedFd, Option<OwnedFd>)>) -> bool {
+    matches!(sub, Some((_, Some(_))))
 }
 
 /// Collect the changes of a walk, sorted like `docker diff`.

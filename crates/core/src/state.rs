@@ -310,6 +310,28 @@ impl DriverState {
     /// which the caller deletes (outside the lock).
     pub fn begin_remove(&self, id: &LayerId) -> Result<PathBuf> {
         let _l = self.lock()?;
+        self.check_removable(id)?;
+        let t = self.new_trash(id);
+        let src = self.layer_path(id);
+        std::fs::rename(&src, &t).ctx("move layer to trash", &src)?;
+        self.remove_meta(id)?;
+        fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
+        Ok(t)
+    }
+
+    /// Like [`begin_remove`](Self::begin_remove) for layers that cannot be
+    /// renamed (read-only btrfs subvolumes): drops the metadata and returns
+    /// the layer's own path, which the caller deletes. A crash before that
+    /// leaves a layer without metadata, which [`recover`](Self::recover)
+    /// deletes.
+    pub fn begin_remove_in_place(&self, id: &LayerId) -> Result<PathBuf> {
+        let _l = self.lock()?;
+        self.check_removable(id)?;
+        self.remove_meta(id)?;
+        Ok(self.layer_path(id))
+    }
+
+    fn check_removable(&self, id: &LayerId) -> Result<()> {
         self.meta(id)?;
         let children = self.children(id)?;
         if !children.is_empty() {
@@ -329,12 +351,7 @@ impl DriverState {
                 reason: format!("mounted ({n} references); unmount it first"),
             });
         }
-        let t = self.new_trash(id);
-        let src = self.layer_path(id);
-        std::fs::rename(&src, &t).ctx("move layer to trash", &src)?;
-        self.remove_meta(id)?;
-        fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
-        Ok(t)
+        Ok(())
     }
 
     /// Checks before applying a diff into an existing layer (one made by
@@ -485,9 +502,7 @@ impl DriverState {
             let Ok(id) = LayerId::new(s) else { continue };
             if !self.meta_path(&id).exists() {
                 tracing::info!(layer = %id, "removing a layer without metadata");
-                let t = self.new_trash(&id);
-                std::fs::rename(e.path(), &t).ctx("rename", e.path())?;
-                remove_dir(&t)?;
+                remove_dir(&e.path())?;
                 r.orphan_layers += 1;
             }
         }

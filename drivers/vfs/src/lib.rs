@@ -256,6 +256,7 @@ impl Vfs {
         &self,
         id: &LayerId,
         base: DiffBase<'_>,
+        compare_content: bool,
         f: &mut dyn FnMut(strata_core::archive::write::DiffItem<'_>) -> Result<()>,
     ) -> Result<()> {
         let lp = self.view(id)?;
@@ -265,7 +266,11 @@ impl Vfs {
             Some(p) => Some(fsx::open_dir_path(p).ctx("open", p)?),
             None => None,
         };
-        changes::walk(l.as_fd(), b.as_ref().map(|b| b.as_fd()), f)
+        let opts = changes::WalkOpts {
+            filter: None,
+            compare_content,
+        };
+        changes::walk_with(l.as_fd(), b.as_ref().map(|b| b.as_fd()), opts, f)
     }
 }
 
@@ -375,7 +380,8 @@ impl Driver for Vfs {
     }
 
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        let (_, bytes, entries) = archive::write_diff(out, |emit| self.walk_with(id, base, emit))?;
+        let (_, bytes, entries) =
+            archive::write_diff(out, |emit| self.walk_with(id, base, true, emit))?;
         Ok(DiffStats {
             tar_bytes: bytes,
             entries,
@@ -384,11 +390,11 @@ impl Driver for Vfs {
     }
 
     fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>> {
-        changes::collect_changes(|emit| self.walk_with(id, base, emit))
+        changes::collect_changes(|emit| self.walk_with(id, base, true, emit))
     }
 
     fn diff_size(&self, id: &LayerId, base: DiffBase<'_>) -> Result<u64> {
-        changes::collect_size(|emit| self.walk_with(id, base, emit))
+        changes::collect_size(|emit| self.walk_with(id, base, false, emit))
     }
 
     fn remove(&self, id: &LayerId) -> Result<()> {
