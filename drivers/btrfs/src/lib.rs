@@ -176,7 +176,7 @@ impl Btrfs {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|s| LayerId::new(s).ok());
-            if id.as_ref().is_none_or(|id| self.state.mount_count(id) <= 0) {
+            if id.as_ref().is_none_or(|id| self.state.mount_count(id) == 0) {
                 tracing::info!(path = %m.mount_point.display(), "btrfs: unmounting a stale mount");
                 mounts::unmount_path(&m.mount_point).ctx("unmount", &m.mount_point)?;
             }
