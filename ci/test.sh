@@ -17,6 +17,16 @@ for d in $(./target/debug/driver-test --list-drivers); do
   echo "-- driver-test --driver $d"
   ./target/debug/driver-test --driver "$d"
 done
+# the other rungs and backings: overlay2 on ext4, overlay2 through mount(2)
+# with short links, vfs on btrfs (reflinks)
+if [ "$(id -u)" = 0 ]; then
+  echo "-- driver-test --driver overlay2 --backing ext4"
+  ./target/debug/driver-test --driver overlay2 --backing ext4
+  echo "-- driver-test --driver overlay2 --opt overlay2.mount_api=legacy"
+  ./target/debug/driver-test --driver overlay2 --opt overlay2.mount_api=legacy
+  echo "-- driver-test --driver vfs --backing btrfs"
+  ./target/debug/driver-test --driver vfs --backing btrfs
+fi
 echo "== leftovers"
 left=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}') || true
 if [ -n "$left" ]; then echo "mounts left behind:"; echo "$left"; exit 1; fi
