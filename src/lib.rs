@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 pub use strata_core as core;
 pub use strata_core::{Driver, DriverOptions, Error, ErrorKind, LayerId, Registry, Result};
 
+pub mod bench;
 pub mod cli;
 
 /// Every driver this build knows, in `auto`'s order of preference.

@@ -11,10 +11,13 @@ use strata_conformance::fixture::Backing;
 use strata_conformance::{Harness, Outcome, ScratchHarness, cases, run_case};
 use strata_core::DriverOptions;
 
-/// Run the Strata conformance suite over a storage driver.
+/// Run the Strata conformance suite over a storage driver (or, with
+/// `bench`, measure the drivers).
 #[derive(Debug, Parser)]
-#[command(name = "driver-test", version)]
+#[command(name = "driver-test", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Driver to test: vfs, overlay2, btrfs
     #[arg(long, default_value = "vfs")]
     driver: String,
@@ -46,6 +49,96 @@ struct Args {
     verbose: u8,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Measure backends on a workload, beside the plain tools
+    Bench(BenchArgs),
+    /// (internal) one timed operation in a process of its own
+    #[command(hide = true)]
+    BenchOp {
+        #[arg(long)]
+        driver: String,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long = "opt")]
+        opts: Vec<String>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// vfs, vfs@btrfs, vfs@btrfs-copy, overlay2, btrfs (comma-separated) or all
+    #[arg(long, default_value = "all")]
+    driver: String,
+    /// A workload built by make-workload.sh (default: a small synthetic one)
+    #[arg(long, value_name = "DIR")]
+    workload: Option<PathBuf>,
+    /// Files in the synthetic workload's many-files layer
+    #[arg(long, default_value_t = 2000)]
+    synthetic_files: usize,
+    /// Run in DIR instead of a fresh loop-mounted file system per backend
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Runs of each operation (median, min and max are reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Also write the JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+    /// Print each figure as it is measured
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn bench(a: BenchArgs) -> Result<i32> {
+    use strata::bench::{Bench, ratios, table, targets, workload::Workload};
+    let tmp;
+    let workload = match &a.workload {
+        Some(d) => Workload::load(d)?,
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("strata-bench-workload.")
+                .tempdir_in("/var/tmp")?;
+            Workload::synthetic(tmp.path(), a.synthetic_files)?
+        }
+    };
+    let t = targets(&a.driver)?;
+    let mut b = Bench::new(workload.clone(), a.runs, a.root.clone(), a.verbose)?;
+    let started = std::time::Instant::now();
+    b.run(&t)?;
+    let ratios = ratios(&b.records);
+    let json = serde_json::json!({
+        "workload": workload.description,
+        "layers": workload.main.iter().map(|l| serde_json::json!({"name": l.name, "bytes": l.bytes})).collect::<Vec<_>>(),
+        "runs": a.runs,
+        "kernel": rustix::system::uname().release().to_string_lossy(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "records": b.records,
+        "ratios": ratios.iter().map(|(t, what, r)| serde_json::json!({"target": t, "ratio": what, "value": r})).collect::<Vec<_>>(),
+    });
+    if let Some(p) = &a.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
+    }
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("workload: {} ({} runs each)", workload.description, a.runs);
+        print!("{}", table(&b.records));
+        if !ratios.is_empty() {
+            println!();
+            for (t, what, r) in ratios {
+                println!("{t:<15} {what:<45} {r:.2}x");
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn default_backing(driver: &str) -> Backing {
     match driver {
         "btrfs" => Backing::Loop {
@@ -70,6 +163,20 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<i32> {
+    match args.cmd {
+        Some(Cmd::Bench(b)) => return bench(b),
+        Some(Cmd::BenchOp {
+            driver,
+            root,
+            opts,
+            args,
+        }) => {
+            strata::bench::op::run(&driver, &root, &opts, &args)?;
+            return Ok(0);
+        }
+        None => {}
+    }
+    let args = Args { cmd: None, ..args };
     let registry = strata::registry();
     if args.list_drivers {
         for n in registry.names() {
