@@ -236,11 +236,12 @@ impl Bench {
                 eprintln!("bench: skipping {}: needs root", t.name);
                 continue;
             }
-            if let Backing::Loop { fstype, .. } = &t.backing {
-                if self.root.is_none() && !have_program(&format!("mkfs.{fstype}")) {
-                    eprintln!("bench: skipping {}: mkfs.{fstype} missing", t.name);
-                    continue;
-                }
+            if let Backing::Loop { fstype, .. } = &t.backing
+                && self.root.is_none()
+                && !have_program(&format!("mkfs.{fstype}"))
+            {
+                eprintln!("bench: skipping {}: mkfs.{fstype} missing", t.name);
+                continue;
             }
             let scratch = match &self.root {
                 Some(_) => None,

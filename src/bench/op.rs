@@ -3,7 +3,7 @@
 //! then the operation is timed, then peak RSS (VmHWM) is read.
 
 use std::io::Write;
-use std::path::PathBuf;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -56,7 +56,7 @@ fn parent(s: &str) -> Result<Option<LayerId>> {
 }
 
 /// Run `args` (`OP ...`) on `driver` at `root`; print the result as JSON.
-pub fn run(driver: &str, root: &PathBuf, opts: &[String], args: &[String]) -> Result<()> {
+pub fn run(driver: &str, root: &std::path::Path, opts: &[String], args: &[String]) -> Result<()> {
     let d = crate::registry()
         .factory(driver)?
         .open(root, DriverOptions::parse(opts)?)

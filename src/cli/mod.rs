@@ -1,6 +1,10 @@
 //! The `strata` command line.
 
+pub mod container;
+pub mod image;
 pub mod layer;
+pub mod system;
+pub mod table;
 
 use std::path::PathBuf;
 
@@ -30,7 +34,7 @@ pub struct Cli {
     pub storage_opt: Vec<String>,
 
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -45,6 +49,38 @@ pub enum Command {
     /// The storage driver
     #[command(subcommand)]
     Driver(DriverCmd),
+    /// Images
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Containers (read-write layers on images)
+    #[command(subcommand)]
+    Container(container::ContainerCmd),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Show disk usage (like docker system df)
+    Df {
+        /// Per image and container details
+        #[arg(short, long)]
+        verbose: bool,
+        /// table or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove layers no image or container uses
+    Prune {
+        /// table or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Verify store metadata against the driver and the mounts
+    Check {
+        /// Fix what can be fixed
+        #[arg(long)]
+        repair: bool,
+        /// table or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +127,18 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Layer(c) => layer::run(&cli, c),
+        Command::Image(c) => image::run(&cli, c),
+        Command::Container(c) => container::run(&cli, c),
+        Command::Ps(a) => container::ps(&cli, a),
+        Command::Df { verbose, format } => system::df(&cli, *verbose, format),
+        Command::Prune { format } => system::prune(&cli, format),
+        Command::Check { repair, format } => {
+            if system::check(&cli, *repair, format)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Driver(DriverCmd::Cleanup) => Ok(cli.open_driver()?.cleanup()?),
         Command::Driver(DriverCmd::Status { format }) => {
             let d = cli.open_driver()?;

@@ -219,6 +219,19 @@ pub trait Driver: Send + Sync + fmt::Debug {
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: &mut dyn Read,
+    ) -> Result<ApplyStats> {
+        self.apply_diff_split(id, parent, diff, None)
+    }
+
+    /// [`apply_diff`](Self::apply_diff), reporting every raw byte of the
+    /// tar that is not file content to `raw` (the store keeps these to
+    /// re-create the tar byte for byte, like tar-split).
+    fn apply_diff_split(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut dyn Read,
+        raw: Option<&mut dyn crate::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats>;
 
     /// Mount the layer's merged view and return its path. Reference counted

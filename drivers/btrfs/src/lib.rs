@@ -398,11 +398,12 @@ impl Driver for Btrfs {
         self.build(id, parent, true, |_| Ok(false))
     }
 
-    fn apply_diff(
+    fn apply_diff_split(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: &mut dyn Read,
+        mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {
             let meta = self.state.begin_apply_in_place(id, parent)?;
@@ -412,7 +413,15 @@ impl Driver for Btrfs {
                 // a read-only layer made by `create` is filled, then sealed again
                 let flags = sys::get_flags(fd.as_fd()).ctx("subvolume flags", &p)?;
                 sys::set_flags(fd.as_fd(), flags & !sys::SUBVOL_RDONLY).ctx("make writable", &p)?;
-                let s = archive::apply(fd.as_fd(), &p, diff, ApplyOptions::default())?;
+                let s = archive::apply(
+                    fd.as_fd(),
+                    &p,
+                    diff,
+                    ApplyOptions {
+                        raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+                        ..Default::default()
+                    },
+                )?;
                 sys::set_flags(fd.as_fd(), flags).ctx("make read-only", &p)?;
                 self.state.mark_applied(meta.clone())?;
                 Ok(s)
@@ -430,7 +439,10 @@ impl Driver for Btrfs {
                 fd.as_fd(),
                 staging,
                 diff,
-                ApplyOptions::default(),
+                ApplyOptions {
+                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+                    ..Default::default()
+                },
             )?);
             Ok(true)
         })?;

@@ -478,11 +478,12 @@ impl Overlay2 {
         r
     }
 
-    fn apply_into(
+    fn apply_into<'a>(
         &self,
         diff: &Path,
-        lower: Option<std::os::fd::BorrowedFd<'_>>,
+        lower: Option<std::os::fd::BorrowedFd<'a>>,
         input: &mut dyn Read,
+        raw: Option<&'a mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         let fd = fsx::open_dir_path(diff).ctx("open", diff)?;
         archive::apply(
@@ -492,6 +493,7 @@ impl Overlay2 {
             ApplyOptions {
                 whiteouts: Some(WhiteoutFormat::Overlay(self.xattr)),
                 lower,
+                raw,
                 ..Default::default()
             },
         )
@@ -637,11 +639,12 @@ impl Driver for Overlay2 {
         self.build(id, parent, true, |_, _| Ok(false))
     }
 
-    fn apply_diff(
+    fn apply_diff_split(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: &mut dyn Read,
+        mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {
             let meta = self.state.begin_apply_in_place(id, parent)?;
@@ -654,7 +657,12 @@ impl Driver for Overlay2 {
                     Some(v) => Some(v.fd()?),
                     None => None,
                 };
-                let s = self.apply_into(&self.diff_dir(id), lower, diff)?;
+                let s = self.apply_into(
+                    &self.diff_dir(id),
+                    lower,
+                    diff,
+                    strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+                )?;
                 drop(view);
                 self.state.mark_applied(meta.clone())?;
                 Ok(s)
@@ -667,7 +675,12 @@ impl Driver for Overlay2 {
         }
         let mut stats = None;
         self.build(id, parent, false, |diff_path, lower| {
-            stats = Some(self.apply_into(diff_path, lower, diff)?);
+            stats = Some(self.apply_into(
+                diff_path,
+                lower,
+                diff,
+                strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+            )?);
             Ok(true)
         })?;
         stats.ok_or_else(|| Error::invalid("apply", "no statistics"))

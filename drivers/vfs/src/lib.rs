@@ -305,19 +305,28 @@ impl Driver for Vfs {
         self.build(id, parent, true, |_| Ok(false))
     }
 
-    fn apply_diff(
+    fn apply_diff_split(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: &mut dyn Read,
+        mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {
             // in place, into a layer made by `create`
             let meta = self.state.begin_apply_in_place(id, parent)?;
             let p = self.tree(id);
             let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
-            let r = archive::apply(fd.as_fd(), &p, diff, ApplyOptions::default())
-                .and_then(|s| self.state.mark_applied(meta.clone()).map(|()| s));
+            let r = archive::apply(
+                fd.as_fd(),
+                &p,
+                diff,
+                ApplyOptions {
+                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+                    ..Default::default()
+                },
+            )
+            .and_then(|s| self.state.mark_applied(meta.clone()).map(|()| s));
             if r.is_err() {
                 tracing::info!(layer = %id, "apply failed; removing the half-made layer");
                 let _ = self.remove(&meta.id);
@@ -331,7 +340,10 @@ impl Driver for Vfs {
                 fd.as_fd(),
                 staging,
                 diff,
-                ApplyOptions::default(),
+                ApplyOptions {
+                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
+                    ..Default::default()
+                },
             )?);
             Ok(true)
         })?;

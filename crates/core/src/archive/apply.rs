@@ -50,7 +50,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags, Timespec};
 use rustix::io::Errno;
 
 use super::compress::{self, HashingReader};
-use super::tarfmt::{EntryHead, Kind, RawSink, TarReader};
+use super::tarfmt::{EntryHead, Kind, RawSink, TarReader, reborrow_sink as reborrow};
 use crate::driver::ApplyStats;
 use crate::error::{Error, Result};
 use crate::fsx::{self, XattrTarget};
@@ -129,13 +129,6 @@ pub fn apply(
         size: a.size,
         entries: a.entries,
     })
-}
-
-fn reborrow<'s>(r: &'s mut Option<&mut dyn RawSink>) -> Option<&'s mut dyn RawSink> {
-    match r {
-        Some(x) => Some(&mut **x),
-        None => None,
-    }
 }
 
 struct Applier<'a> {

@@ -83,11 +83,23 @@ fn bad_io(e: io::Error) -> Error {
 
 /// Observer of every raw byte of the stream that is not file content
 /// (headers, extension data, padding, end blocks): what tar-split keeps.
+/// File content is only announced: `content` says that the data of entry
+/// `path` (its `len` bytes, or for a sparse file its data segments) comes
+/// next in the stream.
 pub trait RawSink {
     /// Raw bytes that are not file content.
     fn raw(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// `len` bytes of file content of entry `path` were skipped over here.
-    fn content(&mut self, path: &[u8], len: u64) -> io::Result<()>;
+    /// The data of entry `path` follows here.
+    fn content(&mut self, path: &[u8], len: u64, sparse: Option<&[Segment]>) -> io::Result<()>;
+}
+
+/// Reborrow an optional sink for a shorter time (the trait object's
+/// lifetime shrinks with the reference).
+pub fn reborrow_sink<'s>(r: &'s mut Option<&mut dyn RawSink>) -> Option<&'s mut dyn RawSink> {
+    match r {
+        Some(x) => Some(&mut **x),
+        None => None,
+    }
 }
 
 /// Streaming reader of tar entries.
@@ -335,10 +347,6 @@ impl<R: Read> TarReader<R> {
     /// Skip whatever is left of the current entry's data and padding.
     fn skip_rest(&mut self, raw: &mut Option<&mut dyn RawSink>) -> Result<()> {
         if self.remaining > 0 {
-            if let Some(s) = raw {
-                s.content(&self.cur_path, self.remaining)
-                    .map_err(|e| Error::archive("tar-split", Some(e)))?;
-            }
             let n = io::copy(&mut (&mut self.r).take(self.remaining), &mut io::sink())
                 .map_err(bad_io)?;
             self.pos += n;
@@ -458,6 +466,12 @@ impl<R: Read> TarReader<R> {
                 _ => {
                     let head = self
                         .finish_entry(h, size, longname, longlink, pax, header_pos, at, &mut raw)?;
+                    if self.remaining > 0
+                        && let Some(s) = raw.as_deref_mut()
+                    {
+                        s.content(&head.path, self.remaining, head.sparse.as_deref())
+                            .map_err(|e| Error::archive("tar-split", Some(e)))?;
+                    }
                     return Ok(Some(head));
                 }
             }

@@ -1,0 +1,210 @@
+//! Keeping an imported tar re-creatable byte for byte (like tar-split):
+//! while a layer is applied, every byte that is not file content (headers,
+//! PAX records, padding, end blocks, trailing bytes) is recorded, and each
+//! file's content is recorded as a reference to the file in the layer.
+//! Exporting reads the references back from the layer's view, so the
+//! re-created tar has the same diffID without the store keeping a second
+//! copy of the data.
+//!
+//! Format (zstd-compressed): `STRATA-SPLIT-1\n`, then records
+//! `R len:u64 bytes` (raw), `C pathlen:u32 path len:u64 nseg:u32
+//! (offset:u64 len:u64)*` (content), and `E` at the end.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+use strata_core::archive::tarfmt::{RawSink, Segment};
+use strata_core::resolve::{self, Missing, Resolver};
+
+const MAGIC: &[u8] = b"STRATA-SPLIT-1\n";
+
+/// Records a tar's skeleton while it is applied.
+pub struct SplitWriter<W: Write> {
+    enc: zstd::stream::write::Encoder<'static, W>,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> std::fmt::Debug for SplitWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SplitWriter").finish()
+    }
+}
+
+impl<W: Write> SplitWriter<W> {
+    pub fn new(w: W) -> io::Result<Self> {
+        let mut enc = zstd::stream::write::Encoder::new(w, 3)?;
+        enc.write_all(MAGIC)?;
+        Ok(SplitWriter {
+            enc,
+            pending: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    fn flush_raw(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.enc.write_all(b"R")?;
+            self.enc
+                .write_all(&(self.pending.len() as u64).to_le_bytes())?;
+            self.enc.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_raw()?;
+        self.enc.write_all(b"E")?;
+        self.enc.finish()
+    }
+}
+
+impl<W: Write> RawSink for SplitWriter<W> {
+    fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= 1 << 20 {
+            self.flush_raw()?;
+        }
+        Ok(())
+    }
+
+    fn content(&mut self, path: &[u8], len: u64, sparse: Option<&[Segment]>) -> io::Result<()> {
+        self.flush_raw()?;
+        self.enc.write_all(b"C")?;
+        self.enc.write_all(&(path.len() as u32).to_le_bytes())?;
+        self.enc.write_all(path)?;
+        self.enc.write_all(&len.to_le_bytes())?;
+        let segs = sparse.unwrap_or(&[]);
+        self.enc.write_all(&(segs.len() as u32).to_le_bytes())?;
+        for s in segs {
+            self.enc.write_all(&s.offset.to_le_bytes())?;
+            self.enc.write_all(&s.len.to_le_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_u32(r: &mut dyn Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u64(r: &mut dyn Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Re-create the tar from its skeleton `split` and the layer's view
+/// `view` (a directory fd of the layer's merged tree) into `out`. Returns
+/// the bytes written and their sha256 (`sha256:HEX`), which the caller
+/// compares with the layer's diffID.
+pub fn assemble(
+    split: impl Read,
+    view: BorrowedFd<'_>,
+    view_path: &Path,
+    out: &mut dyn Write,
+) -> io::Result<(u64, String)> {
+    let mut dec = zstd::stream::read::Decoder::new(split)?;
+    let mut magic = vec![0u8; MAGIC.len()];
+    dec.read_exact(&mut magic)?;
+    if magic != MAGIC {
+        return Err(bad("not a tar-split file"));
+    }
+    let mut res = Resolver::new(view, view_path);
+    res.use_openat2 = resolve::openat2_available();
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut emit = |b: &[u8], hasher: &mut Sha256, total: &mut u64| -> io::Result<()> {
+        out.write_all(b)?;
+        hasher.update(b);
+        *total += b.len() as u64;
+        Ok(())
+    };
+    loop {
+        let mut tag = [0u8; 1];
+        dec.read_exact(&mut tag)?;
+        match tag[0] {
+            b'E' => break,
+            b'R' => {
+                let mut left = read_u64(&mut dec)?;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    dec.read_exact(&mut buf[..n])?;
+                    emit(&buf[..n], &mut hasher, &mut total)?;
+                    left -= n as u64;
+                }
+            }
+            b'C' => {
+                let plen = read_u32(&mut dec)? as usize;
+                if plen > 1 << 20 {
+                    return Err(bad("path too long"));
+                }
+                let mut path = vec![0u8; plen];
+                dec.read_exact(&mut path)?;
+                let len = read_u64(&mut dec)?;
+                let nseg = read_u32(&mut dec)? as usize;
+                let mut segs = Vec::with_capacity(nseg.min(1 << 16));
+                for _ in 0..nseg {
+                    segs.push(Segment {
+                        offset: read_u64(&mut dec)?,
+                        len: read_u64(&mut dec)?,
+                    });
+                }
+                let rel = resolve::normalize(&path).map_err(|e| bad(e.to_string()))?;
+                let (dir, base) = resolve::split_parent(&rel);
+                let parent = res
+                    .dir(dir, Missing::Stop, &mut ())
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{} is missing from the layer",
+                            String::from_utf8_lossy(&path)
+                        ))
+                    })?;
+                let cb = resolve::component(base).map_err(|e| bad(e.to_string()))?;
+                let fd = strata_core::fsx::open_file_at(parent.fd.as_fd(), &cb).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(&path)))
+                })?;
+                let f = std::fs::File::from(fd);
+                let ranges: Vec<(u64, u64)> = if segs.is_empty() {
+                    vec![(0, len)]
+                } else {
+                    segs.iter().map(|s| (s.offset, s.len)).collect()
+                };
+                let mut written = 0u64;
+                for (off, l) in ranges {
+                    let mut done = 0u64;
+                    while done < l {
+                        let n = (l - done).min(buf.len() as u64) as usize;
+                        let k = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..n], off + done)?;
+                        if k == 0 {
+                            return Err(bad(format!(
+                                "{} is shorter in the layer than in the tar",
+                                String::from_utf8_lossy(&path)
+                            )));
+                        }
+                        emit(&buf[..k], &mut hasher, &mut total)?;
+                        done += k as u64;
+                    }
+                    written += l;
+                }
+                if written != len {
+                    return Err(bad(format!(
+                        "{}: sparse map does not add up",
+                        String::from_utf8_lossy(&path)
+                    )));
+                }
+            }
+            other => return Err(bad(format!("unknown tar-split record {other:#x}"))),
+        }
+    }
+    Ok((total, format!("sha256:{}", hex::encode(hasher.finalize()))))
+}
