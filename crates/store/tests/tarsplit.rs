@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! A layer's tar is re-created byte for byte from its tar-split and the
 //! layer's files.
 
