@@ -48,9 +48,7 @@ fn layer(root: &Path, tops: &[&str]) -> Result<Vec<u8>> {
         } else {
             (Kind::File, String::new(), std::fs::read(&p)?)
         };
-        let mode = if md.is_dir() {
-            0o755
-        } else if md.mode() & 0o111 != 0 {
+        let mode = if md.is_dir() || md.mode() & 0o111 != 0 {
             0o755
         } else {
             0o644
