@@ -1,33 +1,45 @@
 #!/usr/bin/env bash
-# The main job on the bundled example: build a small layer stack with the
-# `strata` CLI, run a container layer on it, change it, and show the diff.
+# The main job on the bundled example image (examples/hello-image, built by
+# `cargo run --example make_example_image`): import it, inspect it, run a
+# container layer on it, change it, diff, commit, and show history and disk
+# usage, on the driver `auto` picks for this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh
 cargo build --release --locked --bins -q
 S=$PWD/target/release/strata
-work=$(mktemp -d /tmp/strata-example.XXXXXX)
+work=$(mktemp -d /var/tmp/strata-example.XXXXXX)
 export STRATA_ROOT=$work/root
 cleanup() {
   set +x
   "$S" driver cleanup 2>/dev/null || true
+  "$S" prune >/dev/null 2>&1 || true
+  "$S" container rm -f web >/dev/null 2>&1 || true
+  "$S" image rm -f strata/hello:v2 strata/hello >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-set -x
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=2024-01-01 -C examples/hello/rootfs -cf "$work/base.tar" .
-"$S" layer apply base "$work/base.tar"
-"$S" layer create app --parent base --rw
-view=$("$S" layer mount app)
-ls -l "$view" "$view/app"
+step() { printf '\n\033[1m$ strata %s\033[0m\n' "$*"; "$S" "$@"; }
+
+step image import examples/hello-image
+step image import examples/hello-image          # again: every layer "Already exists"
+step image ls --digests
+step image inspect strata/hello
+step image history strata/hello
+step driver status
+step container create web strata/hello
+view=$("$S" container mount web)
+echo "\$ (in the container) change /etc/hostname, delete /etc/passwd, add /var/log/app.log"
 echo 'strata-demo' > "$view/etc/hostname"
 rm "$view/etc/passwd"
 mkdir -p "$view/var/log" && echo started > "$view/var/log/app.log"
-"$S" layer changes app
-"$S" layer diff app -o "$work/app.tar"
-tar -tvf "$work/app.tar"
-"$S" layer unmount app
-"$S" layer apply committed --parent base "$work/app.tar"
-"$S" layer changes committed
-"$S" layer ls
-"$S" driver status
+step container diff web
+step container unmount web
+step ps --size
+step container commit web strata/hello:v2 -m "configured by the example"
+step image history strata/hello:v2
+step image ls
+step df -v
+step image export strata/hello:v2 -o "$work/hello-v2.oci.tar"
+tar -tvf "$work/hello-v2.oci.tar"
+step check

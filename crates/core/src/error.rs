@@ -104,28 +104,24 @@ pub enum Error {
     #[error("corrupt state at {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
-    #[error("{op} {path}: {source}")]
+    // Messages include their cause and do not also expose it as `source()`,
+    // so that `{:#}` chains print each cause once.
+    #[error("{op} {path}: {err}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
 
     /// An error while applying one tar entry: names the entry.
-    #[error("tar entry {entry}: {source}")]
-    Entry {
-        entry: Name,
-        #[source]
-        source: Box<Error>,
-    },
+    #[error("tar entry {entry}: {inner}")]
+    Entry { entry: Name, inner: Box<Error> },
 
     /// The archive stream itself is broken (bad header, truncated...).
-    #[error("layer archive: {reason}")]
+    #[error("layer archive: {reason}{}", err.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Archive {
         reason: String,
-        #[source]
-        source: Option<io::Error>,
+        err: Option<io::Error>,
     },
 }
 
@@ -145,8 +141,8 @@ impl Error {
             Error::DriverMismatch { .. } => ErrorKind::DriverMismatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Io { .. } => ErrorKind::Io,
-            Error::Entry { source, .. } => source.kind(),
-            Error::Archive { source, .. } => match source {
+            Error::Entry { inner, .. } => inner.kind(),
+            Error::Archive { err, .. } => match err {
                 Some(e) if is_system_io(e) => ErrorKind::Io,
                 _ => ErrorKind::InvalidInput,
             },
@@ -156,11 +152,9 @@ impl Error {
     /// The OS error number behind this error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
-            Error::Archive {
-                source: Some(s), ..
-            } => s.raw_os_error(),
-            Error::Entry { source, .. } => source.raw_os_error(),
+            Error::Io { err, .. } => err.raw_os_error(),
+            Error::Archive { err: Some(s), .. } => s.raw_os_error(),
+            Error::Entry { inner, .. } => inner.raw_os_error(),
             _ => None,
         }
     }
@@ -169,7 +163,7 @@ impl Error {
         Error::Io {
             op,
             path: path.as_ref().to_path_buf(),
-            source: source.into(),
+            err: source.into(),
         }
     }
 
@@ -205,14 +199,14 @@ impl Error {
         }
         Error::Entry {
             entry: Name(entry.to_vec()),
-            source: Box::new(source),
+            inner: Box::new(source),
         }
     }
 
     pub fn archive(reason: impl Into<String>, source: Option<io::Error>) -> Error {
         Error::Archive {
             reason: reason.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -8,12 +8,11 @@ pub enum Error {
     #[error(transparent)]
     Driver(#[from] strata_core::Error),
 
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {err}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
 
     #[error("not a valid digest: {0:?}")]
@@ -42,6 +41,10 @@ pub enum Error {
         actual: String,
     },
 
+    /// An error while reading one layer blob: names it.
+    #[error("layer {what}: {inner}")]
+    InLayer { what: String, inner: Box<Error> },
+
     #[error("invalid image archive {path}: {reason}")]
     BadArchive { path: PathBuf, reason: String },
 
@@ -57,10 +60,10 @@ pub trait IoCtx<T> {
 
 impl<T> IoCtx<T> for std::result::Result<T, std::io::Error> {
     fn ctx(self, op: &'static str, path: impl AsRef<std::path::Path>) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|err| Error::Io {
             op,
             path: path.as_ref().to_path_buf(),
-            source,
+            err,
         })
     }
 }

@@ -337,7 +337,7 @@ impl Store {
                 r.map_err(Error::from).and(f.map_err(|e| Error::Io {
                     op: "write diff",
                     path: "commit".into(),
-                    source: e,
+                    err: e,
                 }))
             });
             let mut r = std::io::BufReader::new(std::fs::File::from(rd));

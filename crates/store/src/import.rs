@@ -531,8 +531,16 @@ impl Store {
                 } else {
                     Some(media.as_str())
                 };
-                let (rec, existed) =
-                    self.register_layer(chain.as_ref(), Some(diff), &mut counting, keep)?;
+                let named = blob_digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| member.clone());
+                let (rec, existed) = self
+                    .register_layer(chain.as_ref(), Some(diff), &mut counting, keep)
+                    .map_err(|e| Error::InLayer {
+                        what: named,
+                        inner: Box::new(e),
+                    })?;
                 drop(r);
                 let got = Store::blob_digest_of(&rec);
                 if let Some(want) = blob_digest

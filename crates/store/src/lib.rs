@@ -154,7 +154,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
         Err(e) => Err(Error::Io {
             op: "read",
             path: p.to_path_buf(),
-            source: e,
+            err: e,
         }),
     }
 }
@@ -174,7 +174,7 @@ fn remove_file(p: &Path) -> Result<()> {
         Err(e) => Err(Error::Io {
             op: "remove",
             path: p.to_path_buf(),
-            source: e,
+            err: e,
         }),
     }
 }
@@ -283,7 +283,7 @@ impl Store {
             Err(e) => Err(Error::Io {
                 op: "lock",
                 path: p,
-                source: e.into(),
+                err: e.into(),
             }),
         }
     }
@@ -509,7 +509,7 @@ impl Store {
             return Err(Error::Io {
                 op: "read layer blob",
                 path: self.tmp_dir(),
-                source: e,
+                err: e,
             });
         }
         if let Some(e) = tee.err.take() {
@@ -517,7 +517,7 @@ impl Store {
             return Err(Error::Io {
                 op: "keep blob",
                 path: self.tmp_dir(),
-                source: e,
+                err: e,
             });
         }
         let blob_digest = Digest::parse(&format!(
@@ -556,7 +556,7 @@ impl Store {
                 undo(Error::Io {
                     op: "tar-split",
                     path: tmp.path().to_path_buf(),
-                    source: e,
+                    err: e,
                 })
             })?;
             drop(w);
@@ -565,7 +565,7 @@ impl Store {
                 undo(Error::Io {
                     op: "persist tar-split",
                     path: sp.clone(),
-                    source: e.error,
+                    err: e.error,
                 })
             })?;
             let blob = match (keep_blob, blob_tmp) {
@@ -575,7 +575,7 @@ impl Store {
                         undo(Error::Io {
                             op: "persist blob",
                             path: bp.clone(),
-                            source: e.error,
+                            err: e.error,
                         })
                     })?;
                     Some(BlobRef {

@@ -1,0 +1,164 @@
+//! Helpers of the end-to-end tests: run the `strata` binary on a root on
+//! the file system each driver needs, and clean up afterwards.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strata_conformance::fixture::{Backing, Scratch, have_program};
+
+pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-image");
+pub const EXAMPLE_DIGEST: &str =
+    "sha256:85dea1523ed8549dcb930b994a913587ea5f01bfe2737d34118101d42334c6de";
+
+/// A root for one driver, on a scratch file system it can use.
+pub struct Env {
+    pub driver: &'static str,
+    pub scratch: Scratch,
+    pub root: PathBuf,
+}
+
+/// Why a driver cannot be tested here (None: it can). Under CI=true a
+/// privileged driver must run, so the reason becomes a panic.
+pub fn unavailable(driver: &str) -> Option<String> {
+    let why = match driver {
+        "vfs" => None,
+        _ if !strata::core::fsx::is_root() => Some(format!("{driver} needs root")),
+        "btrfs" if !have_program("mkfs.btrfs") => Some("mkfs.btrfs is missing".to_string()),
+        _ => None,
+    };
+    if let Some(w) = &why {
+        if strata_conformance::under_ci() {
+            panic!("CI=true: the {driver} tests must run here, but {w}");
+        }
+        eprintln!("skipping the {driver} end-to-end test: {w}");
+    }
+    why
+}
+
+impl Env {
+    pub fn new(driver: &'static str) -> Env {
+        let backing = match driver {
+            "overlay2" => Backing::Tmpfs,
+            "btrfs" => Backing::Loop {
+                fstype: "btrfs".into(),
+                size_mb: 2048,
+            },
+            _ => Backing::TempDir,
+        };
+        let scratch = Scratch::new(backing, None).unwrap();
+        let root = scratch.fresh_dir("root").unwrap();
+        Env {
+            driver,
+            scratch,
+            root,
+        }
+    }
+
+    /// Another root on the same scratch file system.
+    pub fn another_root(&self) -> PathBuf {
+        self.scratch.fresh_dir("root").unwrap()
+    }
+
+    pub fn cmd_in(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.arg("--root")
+            .arg(root)
+            .arg("--driver")
+            .arg(self.driver)
+            .args(args);
+        c.env_remove("STRATA_ROOT")
+            .env_remove("STRATA_DRIVER")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn run_in(&self, root: &Path, args: &[&str]) -> Output {
+        self.cmd_in(root, args).output().unwrap()
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok_in(&self, root: &Path, args: &[&str]) -> String {
+        let o = self.run_in(root, args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(&self.root, args)
+    }
+
+    /// Run and require failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run_in(&self.root, args);
+        assert!(
+            !o.status.success(),
+            "strata {args:?} succeeded: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for r in std::fs::read_dir(self.scratch.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = Command::new(env!("CARGO_BIN_EXE_strata"))
+                .arg("--root")
+                .arg(r.path())
+                .arg("--driver")
+                .arg(self.driver)
+                .args(["driver", "cleanup"])
+                .output();
+            // layers of btrfs are subvolumes: remove them through the driver
+            let _ = Command::new(env!("CARGO_BIN_EXE_strata"))
+                .arg("--root")
+                .arg(r.path())
+                .arg("--driver")
+                .arg(self.driver)
+                .args(["prune"])
+                .output();
+        }
+    }
+}
+
+/// Copy a directory tree (test data only).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let t = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// Members of a tar file and their bytes.
+pub fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut r = strata::core::archive::tarfmt::TarReader::new(std::io::BufReader::new(f));
+    let mut out = Vec::new();
+    while let Some(h) = r.next_entry().unwrap() {
+        let mut data = vec![0u8; r.data_remaining() as usize];
+        let mut n = 0;
+        while n < data.len() {
+            n += r.read_data(&mut data[n..]).unwrap();
+        }
+        out.push((String::from_utf8_lossy(&h.path).into_owned(), data));
+    }
+    out
+}
