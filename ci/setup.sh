@@ -6,6 +6,9 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 command -v mkfs.xfs   >/dev/null 2>&1 || need+=(xfsprogs)
 command -v mkfs.ext4  >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v findmnt    >/dev/null 2>&1 || need+=(util-linux)
+# interoperability tests: images made by skopeo and podman, ours read by them
+command -v skopeo     >/dev/null 2>&1 || need+=(skopeo)
+command -v podman     >/dev/null 2>&1 || need+=(podman)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "ci/setup.sh: installing ${need[*]}"

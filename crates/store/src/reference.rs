@@ -55,6 +55,15 @@ pub fn normalize_tag(r: &str) -> Result<String> {
             "repository names must be lowercase letters, digits and _ . - /",
         ));
     }
+    // Docker's familiar form: docker.io/library/alpine -> alpine
+    let name = name
+        .strip_prefix("docker.io/")
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    let name = name
+        .strip_prefix("library/")
+        .filter(|n| !n.contains('/'))
+        .unwrap_or(name);
     Ok(format!("{name}:{tag}"))
 }
 
