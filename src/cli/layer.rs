@@ -120,7 +120,7 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
             let id = lid(id)?;
             let parent = parent.as_deref().map(lid).transpose()?;
             let stats = if file.as_os_str() == "-" {
-                let mut stdin = std::io::stdin().lock();
+                let mut stdin = std::io::stdin();
                 d.apply_diff(&id, parent.as_ref(), &mut stdin)?
             } else {
                 let mut f = std::fs::File::open(file)

@@ -344,7 +344,7 @@ fn child_op(h: &dyn Harness, spec: &str) -> Result<String> {
         }
         "apply-stdin" => {
             // applies whatever stdin gives; the parent kills us midway
-            let mut stdin = std::io::stdin().lock();
+            let mut stdin = std::io::stdin();
             let s = d.apply_diff(&i, None, &mut stdin)?;
             Ok(s.diff_id)
         }

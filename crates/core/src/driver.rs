@@ -218,7 +218,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        diff: &mut dyn Read,
+        diff: &mut (dyn Read + Send),
     ) -> Result<ApplyStats> {
         self.apply_diff_split(id, parent, diff, None)
     }
@@ -230,7 +230,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        diff: &mut dyn Read,
+        diff: &mut (dyn Read + Send),
         raw: Option<&mut dyn crate::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats>;
 

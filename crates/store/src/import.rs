@@ -48,7 +48,7 @@ trait Source {
     fn describe(&self) -> &Path;
     fn exists(&self, member: &str) -> bool;
     fn size(&self, member: &str) -> Option<u64>;
-    fn open(&mut self, member: &str) -> Result<Box<dyn Read + '_>>;
+    fn open(&mut self, member: &str) -> Result<Box<dyn Read + Send + '_>>;
     fn read_all(&mut self, member: &str, limit: u64) -> Result<Vec<u8>> {
         let what = self.describe().to_path_buf();
         let mut r = self.open(member)?;
@@ -105,7 +105,7 @@ impl Source for DirSource {
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
     }
-    fn open(&mut self, member: &str) -> Result<Box<dyn Read + '_>> {
+    fn open(&mut self, member: &str) -> Result<Box<dyn Read + Send + '_>> {
         let p = self.path(member)?;
         let f = File::open(&p).map_err(|e| archive(&self.root, format!("{member}: {e}")))?;
         Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
@@ -155,7 +155,7 @@ impl Source for TarSource {
     fn size(&self, member: &str) -> Option<u64> {
         self.index.get(&clean(member)).map(|(_, s)| *s)
     }
-    fn open(&mut self, member: &str) -> Result<Box<dyn Read + '_>> {
+    fn open(&mut self, member: &str) -> Result<Box<dyn Read + Send + '_>> {
         let (off, size) = *self
             .index
             .get(&clean(member))
@@ -386,12 +386,12 @@ fn plans_oci(src: &mut dyn Source) -> Result<Vec<Plan>> {
 
 /// Counts bytes read and reports progress.
 struct Counting<'a, 'b> {
-    inner: &'a mut dyn Read,
+    inner: &'a mut (dyn Read + Send),
     done: u64,
     size: u64,
     short: &'a str,
     last: u64,
-    cb: &'a mut (dyn FnMut(Event) + 'b),
+    cb: &'a mut (dyn FnMut(Event) + Send + 'b),
 }
 
 impl Read for Counting<'_, '_> {
@@ -433,7 +433,7 @@ impl Store {
         &self,
         path: &Path,
         extra_tag: Option<&str>,
-        progress: &mut dyn FnMut(Event),
+        progress: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Vec<ImageRecord>> {
         let extra = extra_tag.map(reference::normalize_tag).transpose()?;
         let mut src: Box<dyn Source> = if path.is_dir() {
@@ -483,7 +483,7 @@ impl Store {
         &self,
         src: &mut dyn Source,
         p: Plan,
-        progress: &mut dyn FnMut(Event),
+        progress: &mut (dyn FnMut(Event) + Send),
     ) -> Result<ImageRecord> {
         let what = src.describe().to_path_buf();
         let diffs = diff_ids(&p.config, &what)?;

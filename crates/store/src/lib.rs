@@ -447,7 +447,7 @@ impl Store {
         &self,
         parent: Option<&Digest>,
         expected_diff: Option<&Digest>,
-        input: &mut dyn Read,
+        input: &mut (dyn Read + Send),
         keep_blob: Option<&str>,
     ) -> Result<(LayerRecord, bool)> {
         if let Some(d) = expected_diff {
@@ -1236,7 +1236,7 @@ impl Store {
 
 /// Reads through, hashing and counting every byte, optionally copying it.
 struct Tee<'a, W: Write> {
-    inner: &'a mut dyn Read,
+    inner: &'a mut (dyn Read + Send),
     hasher: sha2::Sha256,
     count: u64,
     copy: Option<W>,

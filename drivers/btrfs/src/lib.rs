@@ -402,7 +402,7 @@ impl Driver for Btrfs {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        diff: &mut dyn Read,
+        diff: &mut (dyn Read + Send),
         mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {

@@ -482,7 +482,7 @@ impl Overlay2 {
         &self,
         diff: &Path,
         lower: Option<std::os::fd::BorrowedFd<'a>>,
-        input: &mut dyn Read,
+        input: &mut (dyn Read + Send),
         raw: Option<&'a mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         let fd = fsx::open_dir_path(diff).ctx("open", diff)?;
@@ -643,7 +643,7 @@ impl Driver for Overlay2 {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        diff: &mut dyn Read,
+        diff: &mut (dyn Read + Send),
         mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {

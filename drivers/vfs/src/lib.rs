@@ -309,7 +309,7 @@ impl Driver for Vfs {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        diff: &mut dyn Read,
+        diff: &mut (dyn Read + Send),
         mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
     ) -> Result<ApplyStats> {
         if self.state.exists(id) {

@@ -42,19 +42,22 @@
 
 use std::collections::HashSet;
 use std::ffi::CStr;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::mpsc;
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, Timespec};
 use rustix::io::Errno;
 
-use super::compress::{self, HashingReader};
+use super::compress;
 use super::tarfmt::{EntryHead, Kind, RawSink, TarReader, reborrow_sink as reborrow};
 use crate::driver::ApplyStats;
 use crate::error::{Error, Result};
 use crate::fsx::{self, XattrTarget};
-use crate::resolve::{self, Missing, ResolveHook, Resolver, join, normalize, split_parent};
+use crate::resolve::{
+    self, Missing, ResolveHook, ResolvedDir, Resolver, join, normalize, split_parent,
+};
 use crate::whiteout::{self, Marker, WhiteoutFormat};
 
 /// Options of [`apply`].
@@ -86,16 +89,129 @@ const BUF: usize = 256 * 1024;
 
 /// Apply the layer diff read from `input` (plain, gzip or zstd) to the
 /// directory `root` (whose path, for messages, is `root_path`).
+///
+/// Reading, decompressing and hashing (the diffID) run on a helper thread
+/// that hands 1 MiB chunks to this one, which parses and writes: on two
+/// cores the hash and the decompression come off the critical path.
 pub fn apply(
     root: BorrowedFd<'_>,
     root_path: &Path,
-    input: &mut dyn Read,
+    input: &mut (dyn Read + Send),
     opts: ApplyOptions<'_>,
 ) -> Result<ApplyStats> {
     let decoded = compress::decompress(input)?;
-    let hashing = HashingReader::new(decoded);
-    let buffered = BufReader::with_capacity(BUF, hashing);
-    let mut tr = TarReader::new(buffered);
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let producer = s.spawn(move || produce(decoded, tx, back_rx));
+        let reader = ChunkReader {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let r = apply_stream(root, root_path, reader, opts);
+        // on error the reader is gone and the producer stops at its next send
+        let produced = producer.join();
+        let (size, entries, tar_bytes_seen) = r?;
+        let (digest, tar_bytes) = match produced {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(Error::archive("read error", Some(e))),
+            Err(_) => return Err(Error::archive("the reading thread panicked", None)),
+        };
+        debug_assert_eq!(tar_bytes, tar_bytes_seen);
+        Ok(ApplyStats {
+            diff_id: format!("sha256:{digest}"),
+            tar_bytes,
+            size,
+            entries,
+        })
+    })
+}
+
+/// Chunks in flight between the reading thread and the applying one.
+const PIPE_DEPTH: usize = 8;
+const CHUNK: usize = 1 << 20;
+
+/// The reading thread: decompress, hash, count, hand over chunks (reusing
+/// the buffers the applier gives back, so memory stays flat).
+fn produce(
+    mut r: Box<dyn Read + Send + '_>,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    back: mpsc::Receiver<Vec<u8>>,
+) -> io::Result<(String, u64)> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut count = 0u64;
+    loop {
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        while n < CHUNK {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e));
+                    return Err(io::Error::new(kind, msg));
+                }
+            }
+        }
+        buf.truncate(n);
+        h.update(&buf);
+        count += n as u64;
+        let end = n == 0;
+        if tx.send(Ok(buf)).is_err() {
+            // the applier stopped (an error): nothing more to do
+            return Ok((hex::encode(h.finalize()), count));
+        }
+        if end {
+            return Ok((hex::encode(h.finalize()), count));
+        }
+    }
+}
+
+/// The applying side of the pipe: a `Read` over the chunks.
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            let next = match self.rx.recv() {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            };
+            let done = std::mem::replace(&mut self.cur, next);
+            let _ = self.back.send(done);
+            self.pos = 0;
+            if self.cur.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Apply a tar stream; returns (bytes of file content, entries, tar bytes).
+fn apply_stream<R: Read>(
+    root: BorrowedFd<'_>,
+    root_path: &Path,
+    input: R,
+    opts: ApplyOptions<'_>,
+) -> Result<(u64, u64, u64)> {
+    let mut tr = TarReader::new(input);
     let format = opts.whiteouts.unwrap_or(WhiteoutFormat::Delete);
     let mut res = Resolver::new(root, root_path);
     if let WhiteoutFormat::Overlay(x) = format {
@@ -113,6 +229,12 @@ pub fn apply(
         buf: vec![0u8; BUF],
         size: 0,
         entries: 0,
+        parent: None,
+        owner: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+        umask: current_umask(),
     };
     let mut raw = opts.raw;
     while let Some(head) = tr.next_entry_raw(reborrow(&mut raw))? {
@@ -121,14 +243,21 @@ pub fn apply(
         a.entries += 1;
     }
     tr.drain(reborrow(&mut raw))?;
+    a.parent = None;
     a.finish_dirs()?;
-    let (digest, tar_bytes) = tr.into_inner().into_inner().finish();
-    Ok(ApplyStats {
-        diff_id: format!("sha256:{digest}"),
-        tar_bytes,
-        size: a.size,
-        entries: a.entries,
-    })
+    Ok((a.size, a.entries, tr.position()))
+}
+
+/// The process umask, read without changing it.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Umask:"))
+                .and_then(|l| u32::from_str_radix(l.split_whitespace().nth(1)?, 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 struct Applier<'a> {
@@ -141,6 +270,21 @@ struct Applier<'a> {
     buf: Vec<u8>,
     size: u64,
     entries: u64,
+    /// The last parent directory resolved (entries come sorted, so most
+    /// share it); dropped whenever anything is removed or replaced.
+    parent: Option<(Vec<u8>, std::rc::Rc<Parent>)>,
+    /// Our own uid and gid: new files already have them.
+    owner: (u32, u32),
+    umask: u32,
+}
+
+/// A cached parent directory and what decides default owners and modes.
+#[derive(Debug)]
+struct Parent {
+    dir: ResolvedDir,
+    gid: u32,
+    setgid: bool,
+    default_acl: bool,
 }
 
 struct Hook<'h> {
@@ -300,6 +444,55 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// The parent directory `dir` (normalised), from the one-entry cache
+    /// when the previous entry had the same parent.
+    fn parent_dir(&mut self, dir: &[u8], missing: Missing) -> Result<Option<std::rc::Rc<Parent>>> {
+        if let Some((p, r)) = &self.parent
+            && p == dir
+        {
+            return Ok(Some(r.clone()));
+        }
+        let d = {
+            let (res, mut hook) = self.hook();
+            res.dir(dir, missing, &mut hook)?
+        };
+        let Some(d) = d else { return Ok(None) };
+        let st = rfs::fstat(&d.fd).map_err(|e| sys("stat", &d.path, e))?;
+        let default_acl =
+            fsx::xattr_get(XattrTarget::Fd(d.fd.as_fd()), b"system.posix_acl_default")
+                .map_err(|e| sys("getxattr", &d.path, e))?
+                .is_some();
+        let p = std::rc::Rc::new(Parent {
+            gid: st.st_gid,
+            setgid: st.st_mode & 0o2000 != 0,
+            default_acl,
+            dir: d,
+        });
+        self.parent = Some((dir.to_vec(), p.clone()));
+        Ok(Some(p))
+    }
+
+    /// Something was removed or replaced: cached parents may be stale.
+    fn invalidate(&mut self) {
+        self.parent = None;
+    }
+
+    /// Remove whatever stands at `name` so that it can be created anew.
+    fn clear_slot(&mut self, pfd: BorrowedFd<'_>, name: &CStr, rpath: &[u8]) -> Result<()> {
+        self.invalidate();
+        fsx::remove_all_at(pfd, name).map_err(|e| sys("remove", rpath, e))
+    }
+
+    /// Can the owner / mode a new inode gets by default stand for the
+    /// header's? (Then the chown / chmod calls are skipped.)
+    fn owner_is_default(&self, parent: &Parent, uid: u32, gid: u32) -> bool {
+        uid == self.owner.0 && gid == self.owner.1 && parent.gid == self.owner.1 && !parent.setgid
+    }
+
+    fn mode_is_default(&self, parent: &Parent, mode: u32) -> bool {
+        !parent.default_acl && mode & 0o7000 == 0 && mode & !self.umask == mode
+    }
+
     fn create<R: Read>(
         &mut self,
         head: &EntryHead,
@@ -309,75 +502,130 @@ impl<'a> Applier<'a> {
         tr: &mut TarReader<R>,
     ) -> Result<()> {
         let cbase = resolve::component(base)?;
-        let parent = {
-            let (res, mut hook) = self.hook();
-            res.dir(dir, Missing::Create, &mut hook)?
-        }
-        .ok_or_else(|| Error::not_found("parent directory"))?;
-        let pfd = parent.fd.as_fd();
-        let rpath = join(&parent.path, base);
-        let existing = fsx::try_stat_at(pfd, &cbase).map_err(|e| sys("stat", &rpath, e))?;
+        let parent = self
+            .parent_dir(dir, Missing::Create)?
+            .ok_or_else(|| Error::not_found("parent directory"))?;
+        let pfd = parent.dir.fd.as_fd();
+        let rpath = join(&parent.dir.path, base);
         let overlay = matches!(self.format, WhiteoutFormat::Overlay(_));
-        let was_whiteout = overlay && existing.as_ref().is_some_and(fsx::is_whiteout);
-        let existing_is_dir = existing
-            .as_ref()
-            .is_some_and(|st| fsx::file_type(st) == FileType::Directory);
-
         if head.kind == Kind::Hardlink {
+            let existing = fsx::try_stat_at(pfd, &cbase).map_err(|e| sys("stat", &rpath, e))?;
+            if existing.is_some() {
+                self.invalidate();
+            }
             return self.hardlink(head, pfd, &cbase, &rpath, existing.as_ref());
-        }
-        if head.kind == Kind::Dir {
-            if existing.is_some() && !existing_is_dir {
-                fsx::remove_all_at(pfd, &cbase).map_err(|e| sys("remove", &rpath, e))?;
-            }
-            if !existing_is_dir {
-                rfs::mkdirat(pfd, cbase.as_c_str(), Mode::from_raw_mode(0o700))
-                    .map_err(|e| sys("mkdir", &rpath, e))?;
-            }
-            let fd = fsx::open_dir_at(pfd, &cbase).map_err(|e| sys("open", &rpath, e))?;
-            self.set_meta_fd(fd.as_fd(), &rpath, head, xattrs)?;
-            if was_whiteout && let WhiteoutFormat::Overlay(x) = self.format {
-                x.set_opaque(XattrTarget::Fd(fd.as_fd()))
-                    .map_err(|e| sys("set opaque", &rpath, e))?;
-            }
-            let at = head.atime.unwrap_or(head.mtime);
-            self.dir_times.push((rpath.clone(), ts(at), ts(head.mtime)));
-            self.created.insert(rpath);
-            return Ok(());
-        }
-        if existing.is_some() {
-            fsx::remove_all_at(pfd, &cbase).map_err(|e| sys("remove", &rpath, e))?;
         }
         let uid = owner(head.uid, "uid")?;
         let gid = owner(head.gid, "gid")?;
+        let mode = head.mode & 0o7777;
         let at = ts(head.atime.unwrap_or(head.mtime));
         let mt = ts(head.mtime);
-        match head.kind {
-            Kind::File => {
-                let fd = rfs::openat(
+        let default_owner = self.owner_is_default(&parent, uid, gid);
+        let default_mode = self.mode_is_default(&parent, mode);
+        if head.kind == Kind::Dir {
+            let mut opaque = false;
+            match rfs::mkdirat(pfd, cbase.as_c_str(), Mode::from_raw_mode(mode & 0o777)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    let st = fsx::stat_at(pfd, &cbase).map_err(|e| sys("stat", &rpath, e))?;
+                    if fsx::file_type(&st) == FileType::Directory {
+                        // an existing directory gets the header's attributes
+                        let fd =
+                            fsx::open_dir_at(pfd, &cbase).map_err(|e| sys("open", &rpath, e))?;
+                        self.set_meta_fd(fd.as_fd(), &rpath, head, xattrs)?;
+                        let at = head.atime.unwrap_or(head.mtime);
+                        self.dir_times.push((rpath.clone(), ts(at), ts(head.mtime)));
+                        self.created.insert(rpath);
+                        return Ok(());
+                    }
+                    opaque = overlay && fsx::is_whiteout(&st);
+                    self.clear_slot(pfd, &cbase, &rpath)?;
+                    rfs::mkdirat(pfd, cbase.as_c_str(), Mode::from_raw_mode(mode & 0o777))
+                        .map_err(|e| sys("mkdir", &rpath, e))?;
+                }
+                Err(e) => return Err(sys("mkdir", &rpath, e)),
+            }
+            if !default_owner {
+                fsx::chown_at(pfd, &cbase, uid, gid).map_err(|e| sys("chown", &rpath, e))?;
+            }
+            if !default_mode || !default_owner {
+                // the directory was made by us just now: chmodat cannot be
+                // led through a symlink here
+                rfs::chmodat(
                     pfd,
                     cbase.as_c_str(),
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
+                    Mode::from_raw_mode(mode),
+                    rfs::AtFlags::empty(),
                 )
-                .map_err(|e| sys("create", &rpath, e))?;
-                self.write_content(&fd, head, tr, &rpath)?;
-                self.set_meta_fd(fd.as_fd(), &rpath, head, xattrs)?;
-                fsx::set_times_fd(fd.as_fd(), at, mt).map_err(|e| sys("set times", &rpath, e))?;
+                .map_err(|e| sys("chmod", &rpath, e))?;
+            }
+            if !xattrs.is_empty() || opaque {
+                let fd = fsx::open_dir_at(pfd, &cbase).map_err(|e| sys("open", &rpath, e))?;
+                for (k, v) in xattrs {
+                    fsx::xattr_set(XattrTarget::Fd(fd.as_fd()), k, v)
+                        .map_err(|e| sys("setxattr", &rpath, e))?;
+                }
+                if opaque && let WhiteoutFormat::Overlay(x) = self.format {
+                    x.set_opaque(XattrTarget::Fd(fd.as_fd()))
+                        .map_err(|e| sys("set opaque", &rpath, e))?;
+                }
+            }
+            self.dir_times.push((rpath.clone(), at, mt));
+            self.created.insert(rpath);
+            return Ok(());
+        }
+        match head.kind {
+            Kind::File => {
+                let flags = OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::WRONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let cmode = Mode::from_raw_mode(mode & 0o777);
+                let fd = match rfs::openat(pfd, cbase.as_c_str(), flags, cmode) {
+                    Ok(fd) => fd,
+                    Err(Errno::EXIST) => {
+                        self.clear_slot(pfd, &cbase, &rpath)?;
+                        rfs::openat(pfd, cbase.as_c_str(), flags, cmode)
+                            .map_err(|e| sys("create", &rpath, e))?
+                    }
+                    Err(e) => return Err(sys("create", &rpath, e)),
+                };
+                let file = std::fs::File::from(fd);
+                self.write_content(&file, head, tr, &rpath)?;
+                let fd = file.as_fd();
+                if !default_owner {
+                    fsx::chown_fd(fd, uid, gid).map_err(|e| sys("chown", &rpath, e))?;
+                }
+                // chown clears setuid/setgid: the mode goes after it
+                if !default_mode || !default_owner {
+                    rfs::fchmod(fd, Mode::from_raw_mode(mode))
+                        .map_err(|e| sys("chmod", &rpath, e))?;
+                }
+                for (k, v) in xattrs {
+                    fsx::xattr_set(XattrTarget::Fd(fd), k, v)
+                        .map_err(|e| sys("setxattr", &rpath, e))?;
+                }
+                fsx::set_times_fd(fd, at, mt).map_err(|e| sys("set times", &rpath, e))?;
                 self.size += head.size;
             }
             Kind::Symlink => {
-                let target = fsx::cstr(&head.link).map_err(|e| sys("symlink", &rpath, e))?;
                 if head.link.is_empty() {
                     return Err(Error::invalid("symlink", "empty link target"));
                 }
-                rfs::symlinkat(target.as_c_str(), pfd, cbase.as_c_str())
-                    .map_err(|e| sys("symlink", &rpath, e))?;
-                fsx::chown_at(pfd, &cbase, uid, gid).map_err(|e| sys("chown", &rpath, e))?;
+                let target = fsx::cstr(&head.link).map_err(|e| sys("symlink", &rpath, e))?;
+                match rfs::symlinkat(target.as_c_str(), pfd, cbase.as_c_str()) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        self.clear_slot(pfd, &cbase, &rpath)?;
+                        rfs::symlinkat(target.as_c_str(), pfd, cbase.as_c_str())
+                            .map_err(|e| sys("symlink", &rpath, e))?;
+                    }
+                    Err(e) => return Err(sys("symlink", &rpath, e)),
+                }
+                if !default_owner {
+                    fsx::chown_at(pfd, &cbase, uid, gid).map_err(|e| sys("chown", &rpath, e))?;
+                }
                 for (k, v) in xattrs {
                     fsx::xattr_set(XattrTarget::At(pfd, base), k, v)
                         .map_err(|e| sys("setxattr", &rpath, e))?;
@@ -397,14 +645,22 @@ impl<'a> Applier<'a> {
                     ));
                 }
                 let dev = rfs::makedev(head.dev_major, head.dev_minor);
-                rfs::mknodat(pfd, cbase.as_c_str(), ft, Mode::from_raw_mode(0o600), dev)
-                    .map_err(|e| sys("mknod", &rpath, e))?;
+                match rfs::mknodat(pfd, cbase.as_c_str(), ft, Mode::from_raw_mode(0o600), dev) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        self.clear_slot(pfd, &cbase, &rpath)?;
+                        rfs::mknodat(pfd, cbase.as_c_str(), ft, Mode::from_raw_mode(0o600), dev)
+                            .map_err(|e| sys("mknod", &rpath, e))?;
+                    }
+                    Err(e) => return Err(sys("mknod", &rpath, e)),
+                }
                 fsx::chown_at(pfd, &cbase, uid, gid).map_err(|e| sys("chown", &rpath, e))?;
-                // fchmodat never follows here: the node was just made by us
+                // the node was made by us just now: chmodat cannot be led
+                // through a symlink here
                 rfs::chmodat(
                     pfd,
                     cbase.as_c_str(),
-                    Mode::from_raw_mode(head.mode & 0o7777),
+                    Mode::from_raw_mode(mode),
                     rfs::AtFlags::empty(),
                 )
                 .map_err(|e| sys("chmod", &rpath, e))?;
@@ -422,14 +678,14 @@ impl<'a> Applier<'a> {
 
     fn write_content<R: Read>(
         &mut self,
-        fd: &OwnedFd,
+        file: &std::fs::File,
         head: &EntryHead,
         tr: &mut TarReader<R>,
         rpath: &[u8],
     ) -> Result<()> {
         match &head.sparse {
             None => {
-                let mut f = std::fs::File::from(fd.try_clone().map_err(|e| sys("dup", rpath, e))?);
+                let mut f = file;
                 loop {
                     let n = tr.read_data(&mut self.buf)?;
                     if n == 0 {
@@ -448,7 +704,7 @@ impl<'a> Applier<'a> {
                         let n = tr.read_data(&mut self.buf[..want])?;
                         let mut done = 0;
                         while done < n {
-                            let w = rustix::io::pwrite(fd, &self.buf[done..n], off + done as u64)
+                            let w = rustix::io::pwrite(file, &self.buf[done..n], off + done as u64)
                                 .map_err(|e| sys("write", rpath, e))?;
                             done += w;
                         }
@@ -456,7 +712,7 @@ impl<'a> Applier<'a> {
                         left -= n as u64;
                     }
                 }
-                rfs::ftruncate(fd, head.size).map_err(|e| sys("truncate", rpath, e))?;
+                rfs::ftruncate(file, head.size).map_err(|e| sys("truncate", rpath, e))?;
             }
         }
         Ok(())
@@ -547,6 +803,7 @@ impl<'a> Applier<'a> {
     }
 
     fn whiteout(&mut self, dir: &[u8], name: &[u8]) -> Result<()> {
+        self.invalidate();
         let cname = resolve::component(name)?;
         match self.format {
             WhiteoutFormat::Delete => {
@@ -611,6 +868,7 @@ impl<'a> Applier<'a> {
     }
 
     fn opaque(&mut self, dir: &[u8]) -> Result<()> {
+        self.invalidate();
         let d = {
             let (res, mut hook) = self.hook();
             res.dir(dir, Missing::Create, &mut hook)?

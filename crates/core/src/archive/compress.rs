@@ -45,7 +45,7 @@ impl Compression {
 }
 
 /// Wrap `input` so that reading gives the uncompressed tar stream.
-pub fn decompress<'a>(input: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a>(input: &'a mut (dyn Read + Send)) -> Result<Box<dyn Read + Send + 'a>> {
     let mut magic = [0u8; 6];
     let mut n = 0;
     while n < magic.len() {
