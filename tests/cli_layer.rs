@@ -138,6 +138,17 @@ fn changes_mount_size_and_diff_contract() {
 }
 
 #[test]
+fn store_commands_leave_low_level_layers_alone() {
+    let e = Env::new("vfs");
+    e.ok(&["layer", "create", "mine"]);
+    e.ok(&["image", "import", EXAMPLE]);
+    e.ok(&["image", "ls"]);
+    e.ok(&["prune"]);
+    assert!(e.ok(&["check"]).contains("consistent"));
+    assert!(e.ok(&["layer", "ls"]).contains("mine"));
+}
+
+#[test]
 fn another_driver_on_a_used_root_is_refused() {
     let e = Env::new("vfs");
     e.ok(&["layer", "create", "x"]);

@@ -250,6 +250,7 @@ impl Store {
             "containers",
             "blobs/sha256",
             "tmp",
+            "pending",
         ] {
             let p = dir.join(d);
             fsx::mkdir_p(&p, 0o700).ctx("create", &p)?;
@@ -309,10 +310,18 @@ impl Store {
 
     fn try_gc_lock(&self) -> Result<Option<LockGuard>> {
         self.lock_file("gc.lock", FlockOperation::NonBlockingLockExclusive)
+    }    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
 
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.dir.join("tmp")
+    /// Say that a driver layer is about to be made for the store: until
+    /// its record exists, a crash leaves it to recovery, which removes only
+    /// layers marked this way (layers made with `strata layer` are not the
+    /// store's and are never touched).
+    fn mark_pending(&self, cache: &LayerId) -> Result<PathBuf> {
+        let p = self.dir.join("pending").join(cache.as_str());
+        fsx::write_atomic(&p, b"").ctx("write", &p)?;
+        Ok(p)
     }
 
     // ------------------------------------------------------------ records
@@ -462,8 +471,9 @@ impl Store {
                     .ok_or_else(|| Error::NoSuchLayer(p.to_string()))?,
             ),
             None => None,
-        };
-        let cache = LayerId::new(random_id())?;
+        };        let cache = LayerId::new(random_id())?;
+        let pending = self.mark_pending(&cache)?;
+        let _unmark = Unmark(pending);
         let parent_cache = match &parent_rec {
             Some(p) => Some(LayerId::new(p.cache_id.clone())?),
             None => None,
@@ -854,8 +864,9 @@ impl Store {
             }
             None => None,
         };
-        let id = random_id();
-        let layer = LayerId::new(format!("{id}-rw"))?;
+        let id = random_id();        let layer = LayerId::new(format!("{id}-rw"))?;
+        let pending = self.mark_pending(&layer)?;
+        let _unmark = Unmark(pending);
         self.driver
             .create_rw(&layer, parent.as_ref(), &CreateOpts::default())?;
         let rec = ContainerRecord {
@@ -1033,14 +1044,28 @@ impl Store {
             .into_iter()
             .map(|l| l.cache_id)
             .chain(self.containers()?.into_iter().map(|c| c.layer))
-            .collect();
+            .collect();        // layers a crash left between their creation and their record
+        let pdir = self.dir.join("pending");
+        let mut pending = BTreeSet::new();
+        for e in std::fs::read_dir(&pdir).ctx("read", &pdir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            pending.insert(name);
+        }
         // children before parents
         loop {
             let all = self.driver.layers()?;
             let parents: BTreeSet<LayerId> = all.iter().filter_map(|l| l.parent.clone()).collect();
             let orphans: Vec<LayerId> = all
                 .iter()
-                .filter(|l| !claimed.contains(l.id.as_str()) && !parents.contains(&l.id))
+                .filter(|l| {
+                    pending.contains(l.id.as_str())
+                        && !claimed.contains(l.id.as_str())
+                        && !parents.contains(&l.id)
+                })
                 .map(|l| l.id.clone())
                 .collect();
             if orphans.is_empty() {
@@ -1050,9 +1075,11 @@ impl Store {
                 // drop mounts a dead process left, then the layer
                 while self.driver.unmount(&o).is_ok() && self.mount_count(&o) > 0 {}
                 self.driver.remove(&o)?;
-                r.repaired
-                    .push(format!("removed driver layer {o} that no record claims"));
+                r.repaired.push(format!("removed driver layer {o} that no record claims"));
             }
+        }
+        for p in pending {
+            remove_file(&pdir.join(p))?;
         }
         Ok(r)
     }
@@ -1123,11 +1150,12 @@ impl Store {
             .iter()
             .map(|l| l.cache_id.clone())
             .chain(self.containers()?.into_iter().map(|c| c.layer))
-            .collect();
+            .collect();        let pdir = self.dir.join("pending");
         for d in &driver_layers {
-            if !claimed.contains(d) {
-                rep.problems
-                    .push(format!("driver layer {d} is not claimed by any record"));
+            if !claimed.contains(d) && pdir.join(d).exists() {
+                rep.problems.push(format!(
+                    "driver layer {d} was being made for the store and has no record"
+                ));
             }
         }
         let mut broken_images = Vec::new();
@@ -1231,6 +1259,16 @@ impl Store {
             }
             Ok(n)
         })
+    }
+}
+
+/// Removes a pending marker when dropped (the record is written, or the
+/// driver layer was removed again).
+struct Unmark(PathBuf);
+
+impl Drop for Unmark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
