@@ -179,8 +179,7 @@ pub fn run(cli: &Cli, cmd: &ImageCmd) -> Result<()> {
             format,
         } => {
             let mut rows = Vec::new();
-            for img in store.images()? {
-                let cfg = store.config(&img)?;
+            for (img, cfg) in store.images_with_configs()? {
                 let size = store.image_size(&img)?;
                 let created = created_of(&cfg);
                 let names: Vec<(String, String)> = if img.repo_tags.is_empty() {

@@ -162,3 +162,32 @@ pub fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// An OCI layout with two layers of 3,000 small files each.
+pub fn make_big_layout(dir: &std::path::Path) {
+    use strata_conformance::layer::{dir as d, file, tar};
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |b: &[u8]| -> String {
+        let dg = strata_conformance::layer::sha256(b);
+        std::fs::write(dir.join("blobs/sha256").join(&dg[7..]), b).unwrap();
+        dg
+    };
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    for l in 0..2 {
+        let mut entries = vec![d(format!("l{l}"))];
+        for i in 0..3000 {
+            entries.push(file(format!("l{l}/f{i}"), format!("{l}:{i}").repeat(40)));
+        }
+        let t = tar(&entries);
+        diff_ids.push(strata_conformance::layer::sha256(&t));
+        let dg = put(&t);
+        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg, "size": t.len()}));
+    }
+    let cfg = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
+    let cd = put(&cfg);
+    let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()}, "layers": layers})).unwrap();
+    let md = put(&m);
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": "test/big:1"}}]})).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}

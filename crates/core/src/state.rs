@@ -308,12 +308,12 @@ impl DriverState {
     /// Take layer `id` out of the store (under the lock): refused while it
     /// has children or is mounted. Returns its new place in the trash,
     /// which the caller deletes (outside the lock).
-    pub fn begin_remove(&self, id: &LayerId) -> Result<PathBuf> {
+    pub fn begin_remove(&self, id: &LayerId) -> Result<Held> {
         let _l = self.lock()?;
         self.check_removable(id)?;
-        let t = self.new_trash(id);
+        let t = self.new_trash(id)?;
         let src = self.layer_path(id);
-        std::fs::rename(&src, &t).ctx("move layer to trash", &src)?;
+        std::fs::rename(&src, &t.path).ctx("move layer to trash", &src)?;
         self.remove_meta(id)?;
         fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
         Ok(t)
@@ -401,16 +401,31 @@ impl DriverState {
         self.write_meta(&meta)
     }
 
-    pub fn new_staging(&self, id: &LayerId) -> PathBuf {
-        self.home
-            .join(".staging")
-            .join(format!("{id}.{}", unique_suffix()))
+    /// A new staging path for layer `id`, held by this process until the
+    /// returned guard drops (recovery in other processes leaves it alone).
+    pub fn new_staging(&self, id: &LayerId) -> Result<Held> {
+        hold(
+            self.home
+                .join(".staging")
+                .join(format!("{id}.{}", unique_suffix())),
+        )
     }
 
-    pub fn new_trash(&self, id: &LayerId) -> PathBuf {
-        self.home
-            .join(".trash")
-            .join(format!("{id}.{}", unique_suffix()))
+    /// A held temporary path in the staging area (probes, temporary views).
+    pub fn new_temp(&self, name: &str) -> Result<Held> {
+        hold(
+            self.home
+                .join(".staging")
+                .join(format!("{name}.{}", unique_suffix())),
+        )
+    }
+
+    pub fn new_trash(&self, id: &LayerId) -> Result<Held> {
+        hold(
+            self.home
+                .join(".trash")
+                .join(format!("{id}.{}", unique_suffix())),
+        )
     }
 
     fn count_path(&self, id: &LayerId) -> PathBuf {
@@ -462,8 +477,30 @@ impl DriverState {
             for e in std::fs::read_dir(&dir).ctx("read", &dir)? {
                 let e = e.ctx("read", &dir)?;
                 let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".lock") || name.contains(".lock.tmp-") {
+                    // a lock nobody holds, without its entry: drop it (a
+                    // fresh temporary lock may be between create and flock)
+                    let entry = p.with_file_name(name.split(".lock").next().unwrap_or_default());
+                    let fresh = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_none_or(|age| age < std::time::Duration::from_secs(60));
+                    if !entry.exists() && !is_held(&p) && !(fresh && name.contains(".lock.tmp-")) {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                    continue;
+                }
+                let lock = lock_path_of(&p);
+                if is_held(&lock) {
+                    continue; // a live operation of some process
+                }
                 tracing::info!(path = %p.display(), "removing crash leftover");
+                crate::mounts::unmount_all_under(&p).ctx("unmount", &p)?;
                 remove_dir(&p)?;
+                let _ = std::fs::remove_file(&lock);
                 if counter == 0 {
                     r.staging += 1;
                 } else {
@@ -508,6 +545,58 @@ impl DriverState {
         }
         Ok(r)
     }
+}
+
+/// A staging or trash path held by a live operation: its lock file
+/// (`PATH.lock`) is flocked until the guard drops, so that recovery in any
+/// process leaves the path alone.
+#[derive(Debug)]
+pub struct Held {
+    pub path: PathBuf,
+    lock: PathBuf,
+    _f: File,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+fn lock_path_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Take `path`: create its lock file already locked (made under a
+/// temporary name and renamed, so an unlocked `.lock` is never seen).
+pub fn hold(path: PathBuf) -> Result<Held> {
+    let lock = lock_path_of(&path);
+    let mut tmp = lock.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", unique_suffix()));
+    let tmp = PathBuf::from(tmp);
+    #[allow(clippy::disallowed_methods)]
+    let f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&tmp)
+        .ctx("create lock", &tmp)?;
+    flock(&f, FlockOperation::LockExclusive).ctx("lock", &tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, &lock) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("rename lock", &lock, e));
+    }
+    Ok(Held { path, lock, _f: f })
+}
+
+/// Is the lock file at `p` held by a live process (this one included)?
+fn is_held(p: &Path) -> bool {
+    let Ok(f) = File::open(p) else { return false };
+    matches!(
+        flock(&f, FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
 }
 
 /// Remove a plain directory tree (staging and trash of vfs / overlay2).

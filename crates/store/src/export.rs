@@ -401,10 +401,10 @@ impl Store {
                 self.put_image(&new)?;
             }
         }
-        drop(work);
         if let Some(t) = tag {
             self.tag_image(&id, &t)?;
         }
+        drop(work);
         Ok(self.image_record(&id)?.unwrap_or(new))
     }
 

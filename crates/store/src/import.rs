@@ -602,10 +602,11 @@ impl Store {
             self.put_image(&img)?;
             img
         };
-        drop(work);
+        // tagged before the work lock goes: an `image rm` cannot slip in
         for t in &p.tags {
             self.tag_image(&id, t)?;
         }
+        drop(work);
         let img = self.image_record(&id)?.unwrap_or(img);
         progress(Event::Done {
             digest: manifest.unwrap_or_else(|| id.clone()),

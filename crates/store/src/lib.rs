@@ -310,7 +310,8 @@ impl Store {
 
     fn try_gc_lock(&self) -> Result<Option<LockGuard>> {
         self.lock_file("gc.lock", FlockOperation::NonBlockingLockExclusive)
-    }    pub fn tmp_dir(&self) -> PathBuf {
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
 
@@ -405,6 +406,22 @@ impl Store {
         Ok(data)
     }
 
+    /// Images with their configs, skipping any removed meanwhile by another
+    /// process (its record or config vanished between the two reads).
+    pub fn images_with_configs(&self) -> Result<Vec<(ImageRecord, serde_json::Value)>> {
+        let mut v = Vec::new();
+        for i in self.images()? {
+            match self.config(&i) {
+                Ok(c) => v.push((i, c)),
+                Err(e) if self.image_record(&i.id)?.is_none() => {
+                    tracing::debug!(image = %i.id, "image removed while listing: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(v)
+    }
+
     /// An image's config JSON.
     pub fn config(&self, img: &ImageRecord) -> Result<serde_json::Value> {
         let data = self.blob(&img.id)?;
@@ -471,7 +488,8 @@ impl Store {
                     .ok_or_else(|| Error::NoSuchLayer(p.to_string()))?,
             ),
             None => None,
-        };        let cache = LayerId::new(random_id())?;
+        };
+        let cache = LayerId::new(random_id())?;
         let pending = self.mark_pending(&cache)?;
         let _unmark = Unmark(pending);
         let parent_cache = match &parent_rec {
@@ -622,11 +640,16 @@ impl Store {
 
     /// Remove a layer (record first, then the driver's layer).
     fn delete_layer(&self, l: &LayerRecord) -> Result<()> {
+        // marked first: a crash between the record and the driver layer
+        // leaves it to recovery
+        let id = LayerId::new(l.cache_id.clone())?;
+        let _unmark = Unmark(self.mark_pending(&id)?);
         remove_file(&self.layer_path(&l.chain_id))?;
         remove_file(&self.tarsplit_path(&l.chain_id))?;
-        let id = LayerId::new(l.cache_id.clone())?;
-        if self.driver.exists(&id) {
-            self.driver.remove(&id)?;
+        match self.driver.remove(&id) {
+            Ok(()) => {}
+            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
         }
         if let Some(b) = &l.blob
             && !self
@@ -672,6 +695,11 @@ impl Store {
     /// Takes the gc lock (waits for imports and commits to finish).
     pub fn prune_layers(&self) -> Result<Vec<LayerRecord>> {
         let _g = self.gc_lock()?;
+        self.prune_layers_locked()
+    }
+
+    /// [`prune_layers`](Self::prune_layers) for a caller holding the gc lock.
+    fn prune_layers_locked(&self) -> Result<Vec<LayerRecord>> {
         let mut removed = Vec::new();
         loop {
             let refs = self.referenced()?;
@@ -754,6 +782,9 @@ impl Store {
     /// then its layers no other image or container uses). Returns the lines
     /// Docker prints (`Untagged: ...`, `Deleted: ...`).
     pub fn remove_image(&self, r: &str, force: bool) -> Result<Vec<String>> {
+        // from the check of its users to the removal of its layers, no
+        // container may be made on it: hold the gc lock throughout
+        let _g = self.gc_lock()?;
         let mut out = Vec::new();
         let img = self.find_image(r)?;
         let by_tag = {
@@ -819,7 +850,7 @@ impl Store {
         {
             remove_file(&self.blob_path(m))?;
         }
-        for l in self.prune_layers()? {
+        for l in self.prune_layers_locked()? {
             out.push(format!("Deleted: {}", l.chain_id));
         }
         Ok(out)
@@ -864,7 +895,8 @@ impl Store {
             }
             None => None,
         };
-        let id = random_id();        let layer = LayerId::new(format!("{id}-rw"))?;
+        let id = random_id();
+        let layer = LayerId::new(format!("{id}-rw"))?;
         let pending = self.mark_pending(&layer)?;
         let _unmark = Unmark(pending);
         self.driver
@@ -899,6 +931,8 @@ impl Store {
 
     /// Remove a container; refused while it is mounted unless forced.
     pub fn remove_container(&self, r: &str, force: bool) -> Result<ContainerRecord> {
+        // while the layer is pending removal, recovery must not run
+        let _w = self.work_lock()?;
         let c = self.find_container(r)?;
         let layer = Self::container_layer(&c)?;
         let mounted = self
@@ -923,14 +957,16 @@ impl Store {
                 self.driver.unmount(&layer)?;
             }
         }
+        let _unmark = Unmark(self.mark_pending(&layer)?);
         {
             let _m = self.meta_lock()?;
             remove_file(&self.container_path(&c.id))?;
         }
-        if self.driver.exists(&layer) {
-            self.driver.remove(&layer)?;
+        match self.driver.remove(&layer) {
+            Ok(()) => Ok(c),
+            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => Ok(c),
+            Err(e) => Err(e.into()),
         }
-        Ok(c)
     }
 
     /// Bytes of the container's own changes.
@@ -1025,8 +1061,18 @@ impl Store {
     /// gc lock held.
     pub fn recover(&self) -> Result<CheckReport> {
         let mut r = CheckReport::default();
+        // temporary files of writers that died; a live writer's file is
+        // fresh (records are written in well under a minute)
+        let stale = |e: &std::fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60))
+        };
         let tmp = self.tmp_dir();
         for e in std::fs::read_dir(&tmp).ctx("read", &tmp)?.flatten() {
+            // store/tmp is only used under the work lock: nobody is at work
             let _ = std::fs::remove_file(e.path());
             r.repaired
                 .push(format!("removed temporary file {}", e.path().display()));
@@ -1034,7 +1080,7 @@ impl Store {
         for sub in ["layers", "images", "containers", "blobs/sha256"] {
             let d = self.dir.join(sub);
             for e in std::fs::read_dir(&d).ctx("read", &d)?.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") && stale(&e) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -1044,7 +1090,7 @@ impl Store {
             .into_iter()
             .map(|l| l.cache_id)
             .chain(self.containers()?.into_iter().map(|c| c.layer))
-            .collect();        // layers a crash left between their creation and their record
+            .collect(); // layers a crash left between their creation and their record
         let pdir = self.dir.join("pending");
         let mut pending = BTreeSet::new();
         for e in std::fs::read_dir(&pdir).ctx("read", &pdir)?.flatten() {
@@ -1075,7 +1121,8 @@ impl Store {
                 // drop mounts a dead process left, then the layer
                 while self.driver.unmount(&o).is_ok() && self.mount_count(&o) > 0 {}
                 self.driver.remove(&o)?;
-                r.repaired.push(format!("removed driver layer {o} that no record claims"));
+                r.repaired
+                    .push(format!("removed driver layer {o} that no record claims"));
             }
         }
         for p in pending {
@@ -1150,7 +1197,8 @@ impl Store {
             .iter()
             .map(|l| l.cache_id.clone())
             .chain(self.containers()?.into_iter().map(|c| c.layer))
-            .collect();        let pdir = self.dir.join("pending");
+            .collect();
+        let pdir = self.dir.join("pending");
         for d in &driver_layers {
             if !claimed.contains(d) && pdir.join(d).exists() {
                 rep.problems.push(format!(

@@ -79,6 +79,8 @@ pub fn destroy_subvolume(p: &Path) -> Result<()> {
     let name = cname(p)?;
     match sys::subvol_destroy(pfd.as_fd(), &name) {
         Ok(()) => return Ok(()),
+        // removed meanwhile (by recovery in another process)
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
         Err(e) => return Err(Error::io("delete subvolume", p, e)),
     }
@@ -119,6 +121,7 @@ fn remove_any(p: &Path) -> Result<()> {
 /// A read-only snapshot taken for a send, deleted when dropped.
 struct TempSnapshot {
     path: PathBuf,
+    _held: strata_core::state::Held,
 }
 
 impl Drop for TempSnapshot {
@@ -199,8 +202,9 @@ impl Btrfs {
             let _l = self.state.lock()?;
             self.state.check_new(id, parent)?;
         }
-        let staging = self.state.new_staging(id);
-        let r = (|| {
+        let held = self.state.new_staging(id)?;
+        let staging = held.path.clone();
+        let r: Result<()> = (|| {
             let sdir = parent_fd(&staging)?;
             let name = cname(&staging)?;
             match parent {
@@ -230,7 +234,19 @@ impl Btrfs {
             }
             Ok(())
         })();
-        if r.is_err() && staging.exists() {
+        if let Err(e) = &r
+            && staging.exists()
+        {
+            // after a full disk the space must come back at once: a deleted
+            // subvolume is only freed by the cleaner (up to a commit
+            // interval later), files unlinked in it are freed by the next
+            // commit, which we force
+            if e.raw_os_error() == Some(libc::ENOSPC)
+                && let Ok(fd) = fsx::open_dir_path(&staging)
+            {
+                let _ = fsx::clear_dir(fd.as_fd());
+                let _ = sys::sync(fd.as_fd());
+            }
             let _ = remove_any(&staging);
         }
         r
@@ -256,10 +272,17 @@ impl Btrfs {
         if flags & sys::SUBVOL_RDONLY != 0 {
             return Ok((p, None));
         }
-        let t = self.state.new_staging(id);
+        let held = self.state.new_staging(id)?;
+        let t = held.path.clone();
         let tdir = parent_fd(&t)?;
         sys::snapshot(fd.as_fd(), tdir.as_fd(), &cname(&t)?, true).ctx("snapshot", &t)?;
-        Ok((t.clone(), Some(TempSnapshot { path: t })))
+        Ok((
+            t.clone(),
+            Some(TempSnapshot {
+                path: t,
+                _held: held,
+            }),
+        ))
     }
 
     /// The paths that differ between `base` and `src` according to send.

@@ -29,6 +29,8 @@ const IOC_SUBVOL_GETFLAGS: libc::c_ulong = 0x8008_9419;
 const IOC_SUBVOL_SETFLAGS: libc::c_ulong = 0x4008_941a;
 const IOC_SEND: libc::c_ulong = 0x4048_9426;
 
+const IOC_SYNC: libc::c_ulong = 0x9408;
+
 #[repr(C)]
 struct VolArgs {
     fd: i64,
@@ -210,6 +212,13 @@ pub fn send(
     // SAFETY: `a` and the `sources` array it points to live across the call;
     // the kernel only reads them and writes the stream to `out`.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_SEND, &a as *const SendArgs) })
+}
+
+/// Commit the file system's transaction (which also wakes the cleaner of
+/// deleted subvolumes).
+pub fn sync(fs: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: BTRFS_IOC_SYNC takes no argument.
+    check(unsafe { libc::ioctl(fs.as_raw_fd(), IOC_SYNC, 0) })
 }
 
 /// Subvolumes directly inside subvolume `id`: (child id, directory object

@@ -90,6 +90,8 @@ fn short_name(id: &LayerId) -> String {
 struct TempMount {
     target: PathBuf,
     fd: Option<OwnedFd>,
+    /// Keeps recovery in other processes away until unmounted.
+    _held: strata_core::state::Held,
 }
 
 impl TempMount {
@@ -161,7 +163,8 @@ impl Overlay2 {
     fn probe(&self, api_opt: &str) -> Result<Probe> {
         let path = self.home.join(".probe.json");
         let kernel = kernel_release();
-        let scratch = self.state.new_staging(&LayerId::new("probe")?);
+        let held = self.state.new_temp("probe")?;
+        let scratch = held.path.clone();
         fsx::mkdir_p(&scratch, 0o700).ctx("create", &scratch)?;
         let new_ok = mount::new_api_available(&scratch);
         let api = match api_opt {
@@ -276,8 +279,9 @@ impl Overlay2 {
     /// without a mount and mounts without a count.
     fn recover(&self) -> Result<()> {
         let _l = self.state.lock()?;
+        // (stale temporary views in .staging are unmounted by the state's
+        // recovery; live ones of other processes are left alone)
         let staging = self.home.join(".staging");
-        mounts::unmount_all_under(&staging).ctx("unmount", &staging)?;
         let r = self.state.recover(&remove_plain_dir)?;
         if !r.is_empty() {
             tracing::info!(?r, "overlay2: recovered from an interrupted operation");
@@ -298,6 +302,9 @@ impl Overlay2 {
             }
         }
         for m in mounts::mounts_under(&self.home).ctx("read mounts", &self.home)? {
+            if m.mount_point.starts_with(&staging) {
+                continue;
+            }
             let id = m
                 .mount_point
                 .strip_prefix(&self.home)
@@ -376,17 +383,19 @@ impl Overlay2 {
             let p = self.diff_dir(id);
             return Ok(View::Dir(fsx::open_dir_path(&p).ctx("open", &p)?));
         }
-        let target = self
-            .home
-            .join(".staging")
-            .join(format!("view-{id}.{}", strata_core::state::unique_suffix()));
+        let held = self.state.new_temp(&format!("view-{id}"))?;
+        let target = held.path.clone();
         fsx::mkdir_p(&target, 0o700).ctx("create", &target)?;
         let plan = self.plan(&chain, target.clone(), true);
         if let Err(e) = mount::execute(&plan, self.api, &self.home) {
             let _ = std::fs::remove_dir(&target);
             return Err(e);
         }
-        let mut tm = TempMount { target, fd: None };
+        let mut tm = TempMount {
+            target,
+            fd: None,
+            _held: held,
+        };
         tm.fd = Some(fsx::open_dir_path(&tm.target).ctx("open", &tm.target)?);
         Ok(View::Mount(tm))
     }
@@ -416,7 +425,8 @@ impl Overlay2 {
                 driver: NAME.into(),
             });
         }
-        let staging = self.state.new_staging(id);
+        let held = self.state.new_staging(id)?;
+        let staging = held.path.clone();
         let short = short_name(id);
         let link = self.home.join(LINK_DIR).join(&short);
         let r = (|| {
@@ -738,7 +748,7 @@ impl Driver for Overlay2 {
         let meta = self.state.meta(id)?;
         let t = self.state.begin_remove(id)?;
         let _ = std::fs::remove_file(self.link_of(&meta));
-        remove_plain_dir(&t)
+        remove_plain_dir(&t.path)
     }
 
     fn exists(&self, id: &LayerId) -> bool {

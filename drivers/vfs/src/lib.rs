@@ -195,7 +195,8 @@ impl Vfs {
             let _l = self.state.lock()?;
             self.state.check_new(id, parent)?;
         }
-        let staging = self.state.new_staging(id);
+        let held = self.state.new_staging(id)?;
+        let staging = held.path.clone();
         let r = (|| {
             fsx::mkdir_p(&staging, 0o755).ctx("create staging", &staging)?;
             let dst = fsx::open_dir_path(&staging).ctx("open", &staging)?;
@@ -412,7 +413,7 @@ impl Driver for Vfs {
     fn remove(&self, id: &LayerId) -> Result<()> {
         let t = self.state.begin_remove(id)?;
         let _ = std::fs::remove_dir(self.mnt.join(id.as_str()));
-        remove_plain_dir(&t)
+        remove_plain_dir(&t.path)
     }
 
     fn exists(&self, id: &LayerId) -> bool {
