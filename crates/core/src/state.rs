@@ -488,7 +488,8 @@ impl DriverState {
                         .ok()
                         .and_then(|t| t.elapsed().ok())
                         .is_none_or(|age| age < std::time::Duration::from_secs(60));
-                    if !entry.exists() && !is_held(&p) && !(fresh && name.contains(".lock.tmp-")) {
+                    let young_tmp = fresh && name.contains(".lock.tmp-");
+                    if !entry.exists() && !is_held(&p) && !young_tmp {
                         let _ = std::fs::remove_file(&p);
                     }
                     continue;
