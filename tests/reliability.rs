@@ -420,7 +420,7 @@ fn concurrency(driver: &'static str) {
                     let mut done = 0u64;
                     let mut bad = Vec::new();
                     let mut k = 0;
-                    let mut run = |args: &[&str], done: &mut u64, bad: &mut Vec<String>| -> bool {
+                    let run = |args: &[&str], done: &mut u64, bad: &mut Vec<String>| -> bool {
                         let o = e.run_in(&e.root, args);
                         *done += 1;
                         if o.status.success() {
