@@ -363,6 +363,26 @@ pub fn cases() -> Vec<Case> {
             "truncated and corrupt archives are refused cleanly"
         ),
         case!(
+            hostile_numeric_fields,
+            NONE,
+            "negative, overflowing and out-of-range numbers are refused or kept faithfully"
+        ),
+        case!(
+            hostile_duplicate_conflicting_entries,
+            NONE,
+            "one path as file, dir, symlink, file again: the last entry wins, contained"
+        ),
+        case!(
+            hostile_deep_nesting,
+            NONE,
+            "10,000-level nesting ends in a clean error or a contained tree, no crash"
+        ),
+        case!(
+            hostile_opaque_and_names,
+            NONE,
+            "opaque markers through symlinks stay in the root; NUL in a PAX name is refused"
+        ),
+        case!(
             diff_against_ancestor,
             NONE,
             "diff against an older ancestor includes the changes of layers between"
@@ -2194,6 +2214,222 @@ fn truncated_and_corrupt_refused(c: &mut Ctx<'_>) -> Result<()> {
         ensure!(!c.d.exists(&id(&name)), "{what}: layer left");
     }
     ensure!(c.d.layers()?.is_empty(), "layers left");
+    Ok(())
+}
+
+/// A raw ustar header with the given numeric fields (as raw bytes).
+fn raw_header(
+    name: &str,
+    kind: u8,
+    size_field: &[u8],
+    uid_field: &[u8],
+    mtime_field: &[u8],
+) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    let _ = h.set_path(name);
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME as u64);
+    let b = h.as_mut_bytes();
+    b[124..124 + size_field.len()].copy_from_slice(size_field);
+    b[108..108 + uid_field.len()].copy_from_slice(uid_field);
+    b[136..136 + mtime_field.len()].copy_from_slice(mtime_field);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+fn hostile_numeric_fields(c: &mut Ctx<'_>) -> Result<()> {
+    let can = canary(c)?;
+    // base-256 numbers: a negative mtime, a size of 2^95, a uid of 2^64-1
+    let mut neg_mtime = vec![0xffu8; 12];
+    neg_mtime[11] = 0xfe;
+    let mut huge_size = vec![0x80u8; 12];
+    huge_size[1] = 0x7f;
+    let mut huge_uid = vec![0xffu8; 8];
+    huge_uid[0] = 0x80;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "negative mtime",
+            raw_header("f", b'0', b"00000000000\0", b"0000000\0", &neg_mtime),
+        ),
+        (
+            "huge size",
+            raw_header("f", b'0', &huge_size, b"0000000\0", b"00000000000\0"),
+        ),
+        (
+            "huge uid",
+            raw_header("f", b'0', b"00000000000\0", &huge_uid, b"00000000000\0"),
+        ),
+        (
+            "garbage size",
+            raw_header("f", b'0', b"9z9z9z9z9z9\0", b"0000000\0", b"00000000000\0"),
+        ),
+    ];
+    for (i, (what, h)) in cases.into_iter().enumerate() {
+        let mut data = h;
+        data.extend([0u8; 1024]);
+        let name = format!("n{i}");
+        match c.apply_bytes(&name, None, &data) {
+            Err(_) => ensure!(
+                !c.d.exists(&id(&name)),
+                "{what}: layer left after a refusal"
+            ),
+            Ok(_) => {
+                // accepted: then faithfully (a negative mtime stays negative)
+                c.with_mount(&name, |p| {
+                    let m = std::fs::symlink_metadata(p.join("f"))?;
+                    ensure!(
+                        what != "negative mtime" || m.mtime() < 0,
+                        "{what}: mtime {}",
+                        m.mtime()
+                    );
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    // PAX: a uid beyond 32 bits and a size larger than the data
+    let big_uid = tar(&[file("f", "x").owner(1 << 40, 0)]);
+    expect_kind(
+        c.apply_bytes("p1", None, &big_uid),
+        ErrorKind::InvalidInput,
+        "uid 2^40",
+    )?;
+    let mut short = tar(&[file("f", "x".repeat(100))]);
+    short.truncate(512 + 50);
+    ensure!(
+        c.apply_bytes("p2", None, &short).is_err(),
+        "data shorter than its size applied"
+    );
+    ensure!(
+        c.d.layers()?.iter().all(|l| l.id.as_str().starts_with('n')),
+        "refused layers left"
+    );
+    canary_empty(&can)
+}
+
+fn hostile_duplicate_conflicting_entries(c: &mut Ctx<'_>) -> Result<()> {
+    let can = canary(c)?;
+    let l = vec![
+        file("x", "first"),
+        dir("x"),
+        file("x/inner", "in a dir"),
+        symlink("x", can.path().display().to_string()),
+        file("x", "last"),
+        dir("d"),
+        file("d", "a file now"),
+        symlink("s", "/"),
+        dir("s"),
+        file("s/f", "in s"),
+    ];
+    c.apply("base", None, &l)?;
+    c.with_mount("base", |p| {
+        ensure!(
+            std::fs::read(p.join("x"))? == b"last",
+            "last entry of x did not win"
+        );
+        ensure!(
+            std::fs::symlink_metadata(p.join("d"))?.is_file(),
+            "d is not the last entry's file"
+        );
+        ensure!(
+            std::fs::symlink_metadata(p.join("s"))?.is_dir(),
+            "s is not a directory"
+        );
+        ensure!(std::fs::read(p.join("s/f"))? == b"in s", "s/f");
+        Ok(())
+    })?;
+    same_listing("duplicates", &c.view("base")?, &c.reference(&[&l])?)?;
+    canary_empty(&can)
+}
+
+fn hostile_deep_nesting(c: &mut Ctx<'_>) -> Result<()> {
+    // one entry 10,000 levels deep, and 10,000 directory entries
+    let deep = vec!["a"; 10_000].join("/");
+    let r = c.apply("one", None, &[file(format!("{deep}/f"), "deep")]);
+    if r.is_ok() {
+        bail!("a 20,000-byte path applied");
+    }
+    ensure!(!c.d.exists(&id("one")), "layer left");
+    let mut entries = Vec::new();
+    let mut p = String::new();
+    for _ in 0..10_000 {
+        if !p.is_empty() {
+            p.push('/');
+        }
+        p.push('a');
+        entries.push(dir(&p));
+    }
+    match c.apply("many", None, &entries) {
+        Err(e) => {
+            ensure!(!c.d.exists(&id("many")), "layer left after: {e:#}");
+        }
+        Ok(_) => {
+            // contained; and it can be removed
+            drv(c.d.remove(&id("many")))?;
+        }
+    }
+    Ok(())
+}
+
+fn hostile_opaque_and_names(c: &mut Ctx<'_>) -> Result<()> {
+    let can = canary(c)?;
+    std::fs::write(can.path().join("keep"), "keep")?;
+    let target = can.path().display().to_string();
+    c.apply(
+        "base",
+        None,
+        &[symlink("link", &target), dir("etc"), file("etc/x", "x")],
+    )?;
+    c.apply(
+        "top",
+        Some("base"),
+        &[opaque("link"), file("link/.wh.keep", "")],
+    )?;
+    ensure!(
+        can.path().join("keep").exists(),
+        "an opaque marker or whiteout through a symlink reached outside"
+    );
+    // a NUL byte inside a PAX path
+    let mut data = Vec::new();
+    let rec = b"path=a\0b\n";
+    let len = rec.len() + 3;
+    let body = format!("{len} ")
+        .into_bytes()
+        .into_iter()
+        .chain(rec.iter().copied())
+        .collect::<Vec<u8>>();
+    let mut ph = tar::Header::new_ustar();
+    let _ = ph.set_path("pax");
+    ph.set_entry_type(tar::EntryType::XHeader);
+    ph.set_size(body.len() as u64);
+    ph.set_mode(0o644);
+    ph.set_uid(0);
+    ph.set_gid(0);
+    ph.set_mtime(0);
+    ph.set_cksum();
+    data.extend_from_slice(ph.as_bytes());
+    data.extend_from_slice(&body);
+    data.resize(data.len().div_ceil(512) * 512, 0);
+    let mut fh = tar::Header::new_ustar();
+    let _ = fh.set_path("placeholder");
+    fh.set_size(0);
+    fh.set_mode(0o644);
+    fh.set_uid(0);
+    fh.set_gid(0);
+    fh.set_mtime(0);
+    fh.set_cksum();
+    data.extend_from_slice(fh.as_bytes());
+    data.extend([0u8; 1024]);
+    ensure!(
+        c.apply_bytes("nul", None, &data).is_err(),
+        "a name with NUL applied"
+    );
+    ensure!(!c.d.exists(&id("nul")), "layer left");
+    std::fs::remove_file(can.path().join("keep"))?;
     Ok(())
 }
 
