@@ -27,7 +27,10 @@ if [ "$(id -u)" = 0 ]; then
   echo "-- driver-test --driver vfs --backing btrfs"
   ./target/debug/driver-test --driver vfs --backing btrfs
 fi
+echo "== bench smoke (synthetic workload, no assertions on time)"
+./target/debug/driver-test bench --driver all --runs 1 --synthetic-files 300 --format json > target/bench-smoke.json
+python3 -c 'import json,sys; d=json.load(open("target/bench-smoke.json")); print(len(d["records"]), "figures from", sorted({r["target"] for r in d["records"]}))'
 echo "== leftovers"
-left=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}') || true
+left=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}'; losetup -a | grep strata) || true
 if [ -n "$left" ]; then echo "mounts left behind:"; echo "$left"; exit 1; fi
 echo "all tests passed"

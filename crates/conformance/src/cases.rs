@@ -278,6 +278,11 @@ pub fn cases() -> Vec<Case> {
             "a read-only layer's view refuses writes"
         ),
         case!(
+            stale_mount_state_repaired_on_reopen,
+            RO,
+            "a view unmounted behind the driver's back is detected on reopen"
+        ),
+        case!(
             interrupted_apply_cleaned_on_reopen,
             CHILD,
             "a process killed mid-apply leaves nothing after reopen"
@@ -1616,6 +1621,32 @@ fn readonly_mount_refuses_writes(c: &mut Ctx<'_>) -> Result<()> {
         &c.view("base")?,
         &c.reference(&[&base_tree()])?,
     )
+}
+
+fn stale_mount_state_repaired_on_reopen(c: &mut Ctx<'_>) -> Result<()> {
+    c.apply("base", None, &base_tree())?;
+    let p = drv(c.d.mount(&id("base")))?;
+    // an administrator (or a reboot) unmounts the view behind our back
+    let was_mount = strata_core::mounts::is_mounted(&p)?;
+    if was_mount {
+        strata_core::mounts::unmount_path(&p)?;
+    }
+    c.reopen()?;
+    let p2 = drv(c.d.mount(&id("base")))?;
+    ensure!(
+        p2.join("etc/hostname").exists(),
+        "the view after reopen is empty"
+    );
+    drv(c.d.unmount(&id("base")))?;
+    if was_mount {
+        // the lost reference was dropped on reopen: the layer is free again
+        ensure!(
+            !strata_core::mounts::is_mounted(&p2)?,
+            "still mounted after the last unmount"
+        );
+        drv(c.d.remove(&id("base")))?;
+    }
+    Ok(())
 }
 
 fn interrupted_apply_cleaned_on_reopen(c: &mut Ctx<'_>) -> Result<()> {
