@@ -119,7 +119,9 @@ impl Scratch {
                 match fstype.as_str() {
                     "btrfs" => c.args(["-q", "-f"]),
                     "xfs" => c.args(["-q", "-f"]),
-                    _ => c.args(["-q", "-F"]),
+                    // inode tables and journal initialised now, not by a
+                    // background thread that would disturb measurements
+                    _ => c.args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]),
                 };
                 run(c.arg(&img))?;
                 let mp = top.join("mnt");

@@ -31,8 +31,59 @@ pub struct CopyStats {
 pub enum DataCopy {
     /// Try FICLONE first, then copy_file_range, then read/write.
     Auto,
-    /// Never reflink (a plain copy, for comparison).
+    /// Never share data: a plain read/write copy (for comparison, and for
+    /// file systems whose sharing is not wanted).
     NoReflink,
+}
+
+/// What a copy learns as it goes and what decides default owners/modes.
+#[derive(Debug)]
+struct Ctx {
+    /// FICLONE failed once as unsupported: do not try it again.
+    no_ficlone: std::sync::atomic::AtomicBool,
+    owner: (u32, u32),
+    umask: u32,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        Ctx {
+            no_ficlone: std::sync::atomic::AtomicBool::new(false),
+            owner: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+            umask: fsx::current_umask(),
+        }
+    }
+}
+
+/// What a new inode inherits from the directory it is made in.
+#[derive(Debug, Clone, Copy)]
+struct Parent {
+    gid: u32,
+    setgid: bool,
+    default_acl: bool,
+}
+
+impl Parent {
+    /// A parent about which nothing is known: chown and chmod always run.
+    const UNKNOWN: Parent = Parent {
+        gid: u32::MAX,
+        setgid: true,
+        default_acl: true,
+    };
+
+    /// Would a new inode already have this owner and mode?
+    fn defaults(&self, ctx: &Ctx, st: &Stat) -> (bool, bool) {
+        let mode = st.st_mode & 0o7777;
+        let owner = st.st_uid == ctx.owner.0
+            && st.st_gid == ctx.owner.1
+            && self.gid == ctx.owner.1
+            && !self.setgid;
+        let perm = owner && !self.default_acl && mode & 0o7000 == 0 && mode & !ctx.umask == mode;
+        (owner, perm)
+    }
 }
 
 fn copy_data(
@@ -42,8 +93,9 @@ fn copy_data(
     st: &Stat,
     mode: DataCopy,
     stats: Option<&CopyStats>,
+    ctx: &Ctx,
 ) -> io::Result<()> {
-    if mode == DataCopy::Auto && size > 0 {
+    if mode == DataCopy::Auto && size > 0 && !ctx.no_ficlone.load(Ordering::Relaxed) {
         match rfs::ioctl_ficlone(dst, src) {
             Ok(()) => {
                 if let Some(s) = stats {
@@ -58,7 +110,7 @@ fn copy_data(
                 | Errno::NOTTY
                 | Errno::NOSYS
                 | Errno::PERM,
-            ) => {}
+            ) => ctx.no_ficlone.store(true, Ordering::Relaxed),
             Err(e) => return Err(e.into()),
         }
     }
@@ -73,19 +125,31 @@ fn copy_data(
             len: size,
         }]
     });
+    let mut end = 0;
     for s in segs {
-        copy_range(src, dst, s.offset, s.len)?;
+        copy_range(src, dst, s.offset, s.len, mode == DataCopy::Auto)?;
+        end = s.offset + s.len;
         if let Some(st) = stats {
             st.bytes_copied.fetch_add(s.len, Ordering::Relaxed);
         }
     }
-    rfs::ftruncate(dst, size)?;
+    if end != size {
+        rfs::ftruncate(dst, size)?; // a hole at the end
+    }
     Ok(())
 }
 
-fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+/// Copy a byte range; `in_kernel` uses copy_file_range (which shares
+/// extents on btrfs and xfs), else a plain read/write copy.
+fn copy_range(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    in_kernel: bool,
+) -> io::Result<()> {
     let mut done = 0u64;
-    let mut use_cfr = true;
+    let mut use_cfr = in_kernel;
     let mut buf = Vec::new();
     while done < len {
         let want = (len - done).min(1 << 30) as usize;
@@ -141,7 +205,18 @@ pub fn copy_node(
     dname: &CStr,
     stats: Option<&CopyStats>,
 ) -> io::Result<()> {
-    copy_node_with(sdir, sname, st, ddir, dname, DataCopy::Auto, stats, false)
+    copy_node_with(
+        sdir,
+        sname,
+        st,
+        ddir,
+        dname,
+        DataCopy::Auto,
+        stats,
+        false,
+        &Ctx::new(),
+        Parent::UNKNOWN,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -154,9 +229,12 @@ fn copy_node_with(
     mode: DataCopy,
     stats: Option<&CopyStats>,
     keep_overlay: bool,
+    ctx: &Ctx,
+    parent: Parent,
 ) -> io::Result<()> {
     let ft = fsx::file_type(st);
     let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
+    let (default_owner, default_mode) = parent.defaults(ctx, st);
     match ft {
         FileType::RegularFile => {
             let sfd = fsx::open_file_at(sdir, sname)?;
@@ -164,11 +242,23 @@ fn copy_node_with(
                 ddir,
                 dname,
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(st.st_mode & 0o777),
             )?;
-            copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64, st, mode, stats)?;
-            fsx::chown_fd(dfd.as_fd(), st.st_uid, st.st_gid)?;
-            rfs::fchmod(&dfd, perm)?;
+            copy_data(
+                sfd.as_fd(),
+                dfd.as_fd(),
+                st.st_size as u64,
+                st,
+                mode,
+                stats,
+                ctx,
+            )?;
+            if !default_owner {
+                fsx::chown_fd(dfd.as_fd(), st.st_uid, st.st_gid)?;
+            }
+            if !default_mode {
+                rfs::fchmod(&dfd, perm)?;
+            }
             copy_xattrs(
                 XattrTarget::Fd(sfd.as_fd()),
                 XattrTarget::Fd(dfd.as_fd()),
@@ -182,7 +272,9 @@ fn copy_node_with(
         FileType::Symlink => {
             let t = rfs::readlinkat(sdir, sname, Vec::new())?;
             rfs::symlinkat(t.as_c_str(), ddir, dname)?;
-            fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
+            if !default_owner {
+                fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
+            }
             copy_xattrs(
                 XattrTarget::At(sdir, sname.to_bytes()),
                 XattrTarget::At(ddir, dname.to_bytes()),
@@ -211,15 +303,36 @@ fn copy_node_with(
     Ok(())
 }
 
+/// Give a new directory the source's owner, mode and xattrs; returns what
+/// its own children will inherit from it.
 fn copy_dir_meta(
     sfd: BorrowedFd<'_>,
     st: &Stat,
     dfd: BorrowedFd<'_>,
     keep_overlay: bool,
-) -> io::Result<()> {
-    fsx::chown_fd(dfd, st.st_uid, st.st_gid)?;
-    rfs::fchmod(dfd, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-    copy_xattrs(XattrTarget::Fd(sfd), XattrTarget::Fd(dfd), keep_overlay)
+    ctx: &Ctx,
+    parent: Parent,
+) -> io::Result<Parent> {
+    let (default_owner, default_mode) = parent.defaults(ctx, st);
+    if !default_owner {
+        fsx::chown_fd(dfd, st.st_uid, st.st_gid)?;
+    }
+    if !default_mode {
+        rfs::fchmod(dfd, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    }
+    let mut default_acl = false;
+    for (k, v) in fsx::xattrs(XattrTarget::Fd(sfd))? {
+        if !keep_overlay && whiteout::is_overlay_xattr(&k) {
+            continue;
+        }
+        default_acl |= k == b"system.posix_acl_default";
+        fsx::xattr_set(XattrTarget::Fd(dfd), &k, &v)?;
+    }
+    Ok(Parent {
+        gid: st.st_gid,
+        setgid: st.st_mode & 0o2000 != 0,
+        default_acl,
+    })
 }
 
 /// Options of [`copy_tree`].
@@ -251,7 +364,10 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
         st: Stat,
         path: Vec<u8>,
         entries: std::vec::IntoIter<fsx::DirEntry>,
+        /// What entries made in `dfd` inherit.
+        inherit: Parent,
     }
+    let cx = Ctx::new();
     let ctx = |p: &[u8], e: io::Error| -> io::Error {
         io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(p)))
     };
@@ -259,8 +375,15 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
     let sroot = rustix::io::dup(src)?;
     let droot = rustix::io::dup(dst)?;
     let st = rfs::fstat(&sroot)?;
-    copy_dir_meta(sroot.as_fd(), &st, droot.as_fd(), opts.keep_overlay_xattrs)
-        .map_err(|e| ctx(b"/", e))?;
+    let inherit = copy_dir_meta(
+        sroot.as_fd(),
+        &st,
+        droot.as_fd(),
+        opts.keep_overlay_xattrs,
+        &cx,
+        Parent::UNKNOWN,
+    )
+    .map_err(|e| ctx(b"/", e))?;
     let entries = fsx::read_dir_sorted(sroot.as_fd())?.into_iter();
     let mut stack = vec![Frame {
         sfd: sroot,
@@ -268,6 +391,7 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
         st,
         path: Vec::new(),
         entries,
+        inherit,
     }];
     while let Some(top) = stack.last_mut() {
         let Some(e) = top.entries.next() else {
@@ -281,12 +405,23 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
         let st = fsx::stat_at(top.sfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
         let ft = fsx::file_type(&st);
         if ft == FileType::Directory {
-            rfs::mkdirat(&top.dfd, e.name.as_c_str(), Mode::from_raw_mode(0o700))
-                .map_err(|er| ctx(&path, er.into()))?;
+            rfs::mkdirat(
+                &top.dfd,
+                e.name.as_c_str(),
+                Mode::from_raw_mode(st.st_mode & 0o777),
+            )
+            .map_err(|er| ctx(&path, er.into()))?;
             let sfd = fsx::open_dir_at(top.sfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
             let dfd = fsx::open_dir_at(top.dfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
-            copy_dir_meta(sfd.as_fd(), &st, dfd.as_fd(), opts.keep_overlay_xattrs)
-                .map_err(|er| ctx(&path, er))?;
+            let inherit = copy_dir_meta(
+                sfd.as_fd(),
+                &st,
+                dfd.as_fd(),
+                opts.keep_overlay_xattrs,
+                &cx,
+                top.inherit,
+            )
+            .map_err(|er| ctx(&path, er))?;
             let entries = fsx::read_dir_sorted(sfd.as_fd())
                 .map_err(|er| ctx(&path, er))?
                 .into_iter();
@@ -296,6 +431,7 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
                 st,
                 path,
                 entries,
+                inherit,
             });
             continue;
         }
@@ -332,6 +468,8 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -
             opts.data,
             opts.stats,
             opts.keep_overlay_xattrs,
+            &cx,
+            top.inherit,
         )
         .map_err(|er| ctx(&path, er))?;
     }

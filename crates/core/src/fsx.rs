@@ -369,6 +369,18 @@ pub fn atime_of(st: &Stat) -> Timespec {
     }
 }
 
+/// The process umask, read without changing it.
+pub fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Umask:"))
+                .and_then(|l| u32::from_str_radix(l.split_whitespace().nth(1)?, 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
 /// Is the effective user root (and so able to chown, mknod and mount)?
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -406,6 +418,25 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         std::fs::rename(&tmp, path)?;
         fsync_dir(dir)
     })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Replace `path` with `data` atomically (temporary file and rename) but
+/// without forcing it to disk: for state that does not outlive a reboot.
+#[allow(clippy::disallowed_methods)] // driver metadata, not layer content
+pub fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fname = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut tmpname = std::ffi::OsString::from(".tmp-");
+    tmpname.push(fname);
+    tmpname.push(format!("-{}", std::process::id()));
+    let tmp = dir.join(tmpname);
+    let r = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

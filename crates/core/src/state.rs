@@ -449,7 +449,9 @@ impl DriverState {
                 Err(e) => Err(Error::io("remove mount count", &p, e)),
             }
         } else {
-            fsx::write_atomic(&p, n.to_string().as_bytes()).ctx("write mount count", &p)
+            // atomic but not durable: mounts do not survive a reboot either,
+            // and a count whose mount is gone is reset on open
+            fsx::write_replace(&p, n.to_string().as_bytes()).ctx("write mount count", &p)
         }
     }
 

@@ -234,7 +234,7 @@ fn apply_stream<R: Read>(
             rustix::process::geteuid().as_raw(),
             rustix::process::getegid().as_raw(),
         ),
-        umask: current_umask(),
+        umask: fsx::current_umask(),
     };
     let mut raw = opts.raw;
     while let Some(head) = tr.next_entry_raw(reborrow(&mut raw))? {
@@ -246,18 +246,6 @@ fn apply_stream<R: Read>(
     a.parent = None;
     a.finish_dirs()?;
     Ok((a.size, a.entries, tr.position()))
-}
-
-/// The process umask, read without changing it.
-fn current_umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Umask:"))
-                .and_then(|l| u32::from_str_radix(l.split_whitespace().nth(1)?, 8).ok())
-        })
-        .unwrap_or(0o777)
 }
 
 struct Applier<'a> {
