@@ -394,6 +394,14 @@ impl DriverState {
         Ok(meta)
     }
 
+    /// Set a driver-specific metadata value of a layer.
+    pub fn set_extra(&self, id: &LayerId, key: &str, value: &str) -> Result<()> {
+        let _l = self.lock()?;
+        let mut m = self.meta(id)?;
+        m.extra.insert(key.into(), value.into());
+        self.write_meta(&m)
+    }
+
     /// Record that a layer holds a diff (it can no longer be filled).
     pub fn mark_applied(&self, mut meta: LayerMeta) -> Result<()> {
         let _l = self.lock()?;

@@ -47,6 +47,8 @@ use strata_core::{
 use plan::{Api, Lower, MountPlan};
 
 pub const NAME: &str = "overlay2";
+/// Metadata key of read-only layers found free of redirect / metacopy.
+const NATIVE_OK: &str = "native_diff_checked";
 const LINK_DIR: &str = "l";
 
 /// The overlay2 driver.
@@ -563,22 +565,45 @@ impl Overlay2 {
                 })
                 .collect::<Result<_>>()?;
             let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-            // buffer nothing: a foreign feature is found before any
-            // output only if it sits in the first directory read, so
-            // collect into a scratch list first when it matters
+            // A foreign feature found halfway would come after output has
+            // gone out: a dry run (metadata only) looks first, unless every
+            // upper is a read-only layer already found clean (read-only
+            // layers do not change).
+            let checked = uppers
+                .iter()
+                .all(|m| !m.rw && m.extra.contains_key(NATIVE_OK));
             let mut items_ok = true;
             let mut reason = String::new();
-            // a dry run detects foreign features without emitting
-            match native::walk(&borrowed, base_fd, self.xattr, true, &mut |_| Ok(()))? {
-                native::Walk::Done => {}
-                native::Walk::Foreign(r) => {
-                    items_ok = false;
-                    reason = r;
+            if !checked {
+                match native::walk(&borrowed, base_fd, self.xattr, true, &mut |_| Ok(()))? {
+                    native::Walk::Done => {
+                        for m in uppers
+                            .iter()
+                            .filter(|m| !m.rw && !m.extra.contains_key(NATIVE_OK))
+                        {
+                            // a cache only: failing to record it costs a dry run later
+                            let _ = self.state.set_extra(&m.id, NATIVE_OK, "true");
+                        }
+                    }
+                    native::Walk::Foreign(r) => {
+                        items_ok = false;
+                        reason = r;
+                    }
                 }
             }
             if items_ok {
-                native::walk(&borrowed, base_fd, self.xattr, for_changes, f)?;
-                return Ok("native");
+                match native::walk(&borrowed, base_fd, self.xattr, for_changes, f)? {
+                    native::Walk::Done => return Ok("native"),
+                    native::Walk::Foreign(r) => {
+                        // a layer changed behind our back since it was checked
+                        return Err(Error::Corrupt {
+                            path: self.diff_dir(id),
+                            reason: format!(
+                                "overlay features native diff cannot read appeared: {r}"
+                            ),
+                        });
+                    }
+                }
             }
             self.naive_fallbacks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(layer = %id, %reason, "overlay2: falling back to the naive diff");

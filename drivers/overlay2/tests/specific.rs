@@ -48,7 +48,7 @@ fn foreign_redirect_xattr_falls_back_to_naive_diff() {
     .unwrap();
     let mut out = Vec::new();
     assert_eq!(
-        d.diff(&id("top"), DiffBase::Parent, &mut out)
+        d.diff(&id("base"), DiffBase::Empty, &mut out)
             .unwrap()
             .method,
         "native"
