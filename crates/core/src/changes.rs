@@ -528,3 +528,21 @@ pub fn collect_size(
     })?;
     Ok(total)
 }
+
+/// A driver's diff built from its walk: writes the tar and reports which
+/// walk made it (`native` / `naive`).
+pub fn write_diff_with(
+    out: &mut dyn std::io::Write,
+    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<&'static str>,
+) -> Result<crate::DiffStats> {
+    let mut method = "";
+    let (_, bytes, entries) = crate::archive::write_diff(out, |emit| {
+        method = walk_fn(emit)?;
+        Ok(())
+    })?;
+    Ok(crate::DiffStats {
+        tar_bytes: bytes,
+        entries,
+        method,
+    })
+}

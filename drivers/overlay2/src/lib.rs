@@ -749,16 +749,7 @@ impl Driver for Overlay2 {
     }
 
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        let mut method = "";
-        let (_, bytes, entries) = archive::write_diff(out, |emit| {
-            method = self.walk_with(id, base, false, emit)?;
-            Ok(())
-        })?;
-        Ok(DiffStats {
-            tar_bytes: bytes,
-            entries,
-            method,
-        })
+        changes::write_diff_with(out, |emit| self.walk_with(id, base, false, emit))
     }
 
     fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>> {

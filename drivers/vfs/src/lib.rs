@@ -393,12 +393,8 @@ impl Driver for Vfs {
     }
 
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        let (_, bytes, entries) =
-            archive::write_diff(out, |emit| self.walk_with(id, base, true, emit))?;
-        Ok(DiffStats {
-            tar_bytes: bytes,
-            entries,
-            method: "naive",
+        changes::write_diff_with(out, |emit| {
+            self.walk_with(id, base, true, emit).map(|()| "naive")
         })
     }
 
