@@ -360,7 +360,7 @@ pub fn cases() -> Vec<Case> {
         case!(
             hostile_whiteout_tricks,
             NONE,
-            "whiteouts of ., .. and through symlinks are contained"
+            "whiteouts of ., .. and through symlinks are contained; no .wh. dirs via symlinks"
         ),
         case!(
             truncated_and_corrupt_refused,
@@ -2200,6 +2200,42 @@ fn hostile_whiteout_tricks(c: &mut Ctx<'_>) -> Result<()> {
     // whiteout with a `..` path: refused as an escape
     let r = c.apply("w9", Some("base"), &[file("../.wh.etc", "")]);
     expect_kind(r, ErrorKind::PathEscape, "whiteout above the root")?;
+    // a symlink to a missing `.wh.` name must not make that directory (it
+    // would read back as a whiteout): refused, from this layer or a lower one
+    let through: [(&str, Vec<E>); 3] = [
+        ("s0", vec![symlink("wl", ".wh.x"), file("wl/f", "f")]),
+        ("s1", vec![symlink("wl", ".wh.x"), opaque("wl")]),
+        ("s2", vec![symlink("wl", "etc/.wh.y"), file("wl/z", "z")]),
+    ];
+    for (name, layer) in through {
+        let r = c.apply(name, Some("base"), &layer);
+        expect_kind(
+            r,
+            ErrorKind::InvalidInput,
+            "a .wh. directory through a symlink",
+        )?;
+        ensure!(!c.d.exists(&id(name)), "{name}: layer left");
+    }
+    c.apply("sl", Some("base"), &[symlink("wl", ".wh.x")])?;
+    let r = c.apply("s3", Some("sl"), &[file("wl/f", "f")]);
+    expect_kind(
+        r,
+        ErrorKind::InvalidInput,
+        "a .wh. directory through a lower symlink",
+    )?;
+    ensure!(!c.d.exists(&id("s3")), "s3: layer left");
+    // a whiteout under a parent that exists nowhere hides nothing and makes
+    // nothing: every backend shows the same tree
+    c.apply(
+        "wm",
+        Some("base"),
+        &[whiteout("nodir/x"), whiteout("wl2/y")],
+    )?;
+    same_listing(
+        "whiteout under a missing parent",
+        &c.view("wm")?,
+        &c.reference(&[&base_tree()])?,
+    )?;
     same_listing(
         "base intact",
         &c.view("base")?,

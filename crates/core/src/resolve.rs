@@ -161,6 +161,9 @@ pub enum Missing {
     Stop,
     /// Create them (copied up from the lower view when it has them).
     Create,
+    /// Copy them up where the lower view has a directory; return `None`
+    /// where it has none (nothing there for a whiteout to hide).
+    CreateIfLower,
 }
 
 /// Events of a resolution the apply engine wants to know about.
@@ -236,7 +239,18 @@ impl<'a> Resolver<'a> {
                 ) => {}
             Err(e) => return Err(self.err("open directory", path, e)),
         }
-        self.walk(path, missing, hook)
+        Ok(self.walk(path, missing, hook)?.map(|(d, _)| d))
+    }
+
+    /// The directory a whiteout goes into: existing upper directories and
+    /// copies of lower ones, never new ones (`None` then), and whether the
+    /// lower view shows through it (no opaque directory on the way).
+    pub fn whiteout_parent(
+        &self,
+        path: &[u8],
+        hook: &mut dyn ResolveHook,
+    ) -> Result<Option<(ResolvedDir, bool)>> {
+        self.walk(path, Missing::CreateIfLower, hook)
     }
 
     fn walk(
@@ -244,7 +258,7 @@ impl<'a> Resolver<'a> {
         path: &[u8],
         missing: Missing,
         hook: &mut dyn ResolveHook,
-    ) -> Result<Option<ResolvedDir>> {
+    ) -> Result<Option<(ResolvedDir, bool)>> {
         struct Level {
             fd: OwnedFd,
             name: Vec<u8>,
@@ -342,8 +356,18 @@ impl<'a> Resolver<'a> {
                 Some((_, FileType::Directory)) | None => {}
                 Some(_) => return Err(self.err("resolve", &here, Errno::NOTDIR)),
             }
-            if missing == Missing::Stop {
+            let lower_dir = matches!(lower_kind, Some((_, FileType::Directory)));
+            if missing == Missing::Stop || (missing == Missing::CreateIfLower && !lower_dir) {
                 return Ok(None);
+            }
+            // A name reached through a symlink target is not checked like
+            // entry names are: a `.wh.` directory made here could never be
+            // diffed faithfully (it would read back as a whiteout).
+            if c.starts_with(crate::whiteout::WHITEOUT_PREFIX) {
+                return Err(Error::invalid(
+                    format!("path {}", crate::error::Name(here)),
+                    "a symlink leads to a missing directory with a whiteout (.wh.) name",
+                ));
             }
             // Create the directory in the upper.
             if in_upper {
@@ -372,8 +396,9 @@ impl<'a> Resolver<'a> {
             });
         }
         let path = cur_path(&stack);
-        let last = stack.pop().map(|l| l.fd);
-        Ok(last.map(|fd| ResolvedDir { fd, path }))
+        Ok(stack
+            .pop()
+            .map(|l| (ResolvedDir { fd: l.fd, path }, l.lower_visible)))
     }
 
     fn follow(
@@ -588,6 +613,24 @@ mod tests {
             std::os::unix::fs::symlink("a", r.root_path.join("b")).unwrap();
             let e = r.dir(b"a/x", Missing::Create, &mut ()).unwrap_err();
             assert_eq!(e.raw_os_error(), Some(Errno::LOOP.raw_os_error()));
+        });
+    }
+
+    #[test]
+    fn whiteout_named_dirs_are_not_created_through_symlinks() {
+        walk_both(|r| {
+            std::os::unix::fs::symlink(".wh.a", r.root_path.join("l")).unwrap();
+            let e = r.dir(b"l/x", Missing::Create, &mut ()).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains(".wh.a"), "{e}");
+            assert!(!r.root_path.join(".wh.a").exists());
+            // an existing directory behind the link is fine
+            std::fs::create_dir(r.root_path.join("d")).unwrap();
+            std::os::unix::fs::symlink("d", r.root_path.join("m")).unwrap();
+            assert_eq!(
+                r.dir(b"m", Missing::Create, &mut ()).unwrap().unwrap().path,
+                b"d"
+            );
         });
     }
 

@@ -819,11 +819,18 @@ impl<'a> Applier<'a> {
                 fsx::remove_all_at(parent.fd.as_fd(), &cname).map_err(|e| sys("remove", &rpath, e))
             }
             WhiteoutFormat::Overlay(x) => {
-                let parent = {
+                // A whiteout is made only where the lower view has something
+                // to hide: overlayfs reads a directory with no lower (or an
+                // opaque one) straight from the upper, so a whiteout there
+                // would be listed yet fail to stat. Elsewhere it is a no-op,
+                // as with the delete format.
+                let found = {
                     let (res, mut hook) = self.hook();
-                    res.dir(dir, Missing::Create, &mut hook)?
-                }
-                .ok_or_else(|| Error::not_found("parent directory"))?;
+                    res.whiteout_parent(dir, &mut hook)?
+                };
+                let Some((parent, lower_visible)) = found else {
+                    return Ok(());
+                };
                 let pfd = parent.fd.as_fd();
                 let rpath = join(&parent.path, name);
                 let existing = fsx::try_stat_at(pfd, &cname).map_err(|e| sys("stat", &rpath, e))?;
@@ -841,6 +848,9 @@ impl<'a> Applier<'a> {
                         return Ok(());
                     }
                     fsx::remove_all_at(pfd, &cname).map_err(|e| sys("remove", &rpath, e))?;
+                }
+                if !lower_visible || self.res.lower_stat(&rpath)?.is_none() {
+                    return Ok(());
                 }
                 rfs::mknodat(
                     pfd,
