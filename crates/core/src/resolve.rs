@@ -242,15 +242,15 @@ impl<'a> Resolver<'a> {
         Ok(self.walk(path, missing, hook)?.map(|(d, _)| d))
     }
 
-    /// The directory a whiteout goes into: existing upper directories and
-    /// copies of lower ones, never new ones (`None` then), and whether the
-    /// lower view shows through it (no opaque directory on the way).
-    pub fn whiteout_parent(
+    /// Like [`Resolver::dir`], and whether the lower view shows through
+    /// the directory (there is a lower and no opaque directory on the way).
+    pub fn dir_seeing_lower(
         &self,
         path: &[u8],
+        missing: Missing,
         hook: &mut dyn ResolveHook,
     ) -> Result<Option<(ResolvedDir, bool)>> {
-        self.walk(path, Missing::CreateIfLower, hook)
+        self.walk(path, missing, hook)
     }
 
     fn walk(

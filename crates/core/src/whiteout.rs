@@ -18,6 +18,8 @@
 //! lets it create them: a 0/0 char device or an `*.overlay.*` xattr in a
 //! tar is refused.
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use crate::fsx::{self, XattrTarget};
 
 /// Prefix of a whiteout file name in a layer diff.
@@ -64,12 +66,42 @@ impl OverlayXattr {
         fsx::xattr_set(t, self.opaque_name(), b"y")
     }
 
+    /// Remove the opaque mark (absent is fine).
+    pub fn unset_opaque(self, t: XattrTarget<'_>) -> std::io::Result<()> {
+        match fsx::xattr_remove(t, self.opaque_name()) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => Ok(()),
+            r => r,
+        }
+    }
+
     pub fn is_opaque(self, t: XattrTarget<'_>) -> std::io::Result<bool> {
         Ok(matches!(
             fsx::xattr_get(t, self.opaque_name())?.as_deref(),
             Some(b"y")
         ))
     }
+}
+
+/// Remove the overlay forms below `dir` (not from `dir` itself): every
+/// whiteout and every opaque mark. Used when `dir` comes to hide all that
+/// is below it (it turns opaque): overlayfs then reads it and its subtree
+/// straight from the upper, where a whiteout would be listed yet fail to
+/// stat, and those forms hide nothing any more anyway.
+pub fn strip_overlay_forms(dir: BorrowedFd<'_>, x: OverlayXattr) -> std::io::Result<()> {
+    let mut stack = vec![rustix::io::dup(dir)?];
+    while let Some(fd) = stack.pop() {
+        for e in fsx::read_dir_sorted(fd.as_fd())? {
+            let st = fsx::stat_at(fd.as_fd(), &e.name)?;
+            if fsx::is_whiteout(&st) {
+                rustix::fs::unlinkat(fd.as_fd(), e.name.as_c_str(), rustix::fs::AtFlags::empty())?;
+            } else if fsx::file_type(&st) == rustix::fs::FileType::Directory {
+                let sub = fsx::open_dir_at(fd.as_fd(), &e.name)?;
+                x.unset_opaque(XattrTarget::Fd(sub.as_fd()))?;
+                stack.push(sub);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Is this xattr name one of overlayfs's own (in either namespace)?

@@ -49,6 +49,19 @@ use plan::{Api, Lower, MountPlan};
 pub const NAME: &str = "overlay2";
 /// Metadata key of read-only layers found free of redirect / metacopy.
 const NATIVE_OK: &str = "native_diff_checked";
+/// Meta key: the layer's root directory is opaque (a `.wh..wh..opq` at the
+/// top of its diff). overlayfs ignores the opaque xattr on a layer's root,
+/// so the layers below are left out of the mount instead.
+const ROOT_OPAQUE: &str = "root_opaque";
+
+/// The part of a chain (top first) a mount shows: down to the first layer
+/// with an opaque root.
+fn visible(chain: &[LayerMeta]) -> &[LayerMeta] {
+    match chain.iter().position(|m| m.extra.contains_key(ROOT_OPAQUE)) {
+        Some(k) => &chain[..=k],
+        None => chain,
+    }
+}
 const LINK_DIR: &str = "l";
 
 /// The overlay2 driver.
@@ -344,6 +357,7 @@ impl Overlay2 {
 
     /// The plan that mounts a layer's view at `target`.
     fn plan(&self, chain: &[LayerMeta], target: PathBuf, force_ro: bool) -> MountPlan {
+        let chain = visible(chain);
         let me = &chain[0];
         let rw = me.rw && !force_ro;
         let lower_of = |m: &LayerMeta| Lower {
@@ -381,7 +395,7 @@ impl Overlay2 {
     /// A read-only view of a layer for reading (not reference counted).
     fn view(&self, id: &LayerId) -> Result<View> {
         let chain = self.state.chain(id)?;
-        if chain.len() == 1 {
+        if visible(&chain).len() == 1 {
             let p = self.diff_dir(id);
             return Ok(View::Dir(fsx::open_dir_path(&p).ctx("open", &p)?));
         }
@@ -445,7 +459,7 @@ impl Overlay2 {
             let view = match parent {
                 Some(p) => {
                     let chain = self.state.chain(p)?;
-                    for m in &chain {
+                    for m in visible(&chain) {
                         lower_links.push(format!(
                             "{LINK_DIR}/{}",
                             m.extra.get("link").cloned().unwrap_or_default()
@@ -480,6 +494,9 @@ impl Overlay2 {
             if applied {
                 meta.extra.insert(APPLIED.into(), "true".into());
             }
+            if self.flatten_if_root_opaque(dfd.as_fd(), &diff)? {
+                meta.extra.insert(ROOT_OPAQUE.into(), "true".into());
+            }
             self.state.commit(&staging, &meta)
         })();
         if r.is_err() {
@@ -509,6 +526,19 @@ impl Overlay2 {
                 ..Default::default()
             },
         )
+    }
+
+    /// After an apply: a diff whose root was made opaque is flattened
+    /// (see [`native::flatten_opaque_root`]); true when it was.
+    fn flatten_if_root_opaque(&self, fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<bool> {
+        let opaque = self
+            .xattr
+            .is_opaque(fsx::XattrTarget::Fd(fd))
+            .ctx("read opaque xattr", path)?;
+        if opaque {
+            native::flatten_opaque_root(fd, self.xattr)?;
+        }
+        Ok(opaque)
     }
 
     /// The uppers from `id` down to (not including) `stop`, top first;
@@ -555,8 +585,14 @@ impl Overlay2 {
             None => None,
         };
         if !self.force_naive
-            && let Some(uppers) = self.uppers_until(id, base_id.as_ref())?
+            && let Some(all) = self.uppers_until(id, base_id.as_ref())?
         {
+            // an upper with an opaque root ends what contributes
+            let uppers = visible(&all);
+            let hides_base = uppers.len() < all.len()
+                || uppers
+                    .last()
+                    .is_some_and(|m| m.extra.contains_key(ROOT_OPAQUE));
             let fds: Vec<OwnedFd> = uppers
                 .iter()
                 .map(|m| {
@@ -575,7 +611,14 @@ impl Overlay2 {
             let mut items_ok = true;
             let mut reason = String::new();
             if !checked {
-                match native::walk(&borrowed, base_fd, self.xattr, true, &mut |_| Ok(()))? {
+                match native::walk(
+                    &borrowed,
+                    hides_base,
+                    base_fd,
+                    self.xattr,
+                    true,
+                    &mut |_| Ok(()),
+                )? {
                     native::Walk::Done => {
                         for m in uppers
                             .iter()
@@ -592,7 +635,7 @@ impl Overlay2 {
                 }
             }
             if items_ok {
-                match native::walk(&borrowed, base_fd, self.xattr, for_changes, f)? {
+                match native::walk(&borrowed, hides_base, base_fd, self.xattr, for_changes, f)? {
                     native::Walk::Done => return Ok("native"),
                     native::Walk::Foreign(r) => {
                         // a layer changed behind our back since it was checked
@@ -699,7 +742,13 @@ impl Driver for Overlay2 {
                     strata_core::archive::tarfmt::reborrow_sink(&mut raw),
                 )?;
                 drop(view);
-                self.state.mark_applied(meta.clone())?;
+                let mut meta = meta.clone();
+                let dpath = self.diff_dir(id);
+                let dfd = fsx::open_dir_path(&dpath).ctx("open", &dpath)?;
+                if self.flatten_if_root_opaque(dfd.as_fd(), &dpath)? {
+                    meta.extra.insert(ROOT_OPAQUE.into(), "true".into());
+                }
+                self.state.mark_applied(meta)?;
                 Ok(s)
             })();
             if r.is_err() {

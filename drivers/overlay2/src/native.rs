@@ -58,15 +58,20 @@ struct Frame {
     path: Vec<u8>,
     layers: Vec<OwnedFd>,
     base: Option<OwnedFd>,
+    /// Below an opaque directory: nothing of the base shows here.
+    hidden: bool,
     st: Stat,
     children: std::vec::IntoIter<Child>,
 }
 
 /// Walk the uppers `uppers` (top first) against `base` (the base's merged
-/// view, `None` for an empty base). With `for_changes`, what an opaque
-/// directory hides is reported as deletions instead of an opaque marker.
+/// view, `None` for an empty base). `hides_base`: the last upper has an
+/// opaque root (see [`flatten_opaque_root`]), so nothing of the base shows.
+/// With `for_changes`, what an opaque directory hides is reported as
+/// deletions instead of an opaque marker.
 pub fn walk(
     uppers: &[BorrowedFd<'_>],
+    hides_base: bool,
     base: Option<BorrowedFd<'_>>,
     x: OverlayXattr,
     for_changes: bool,
@@ -75,20 +80,10 @@ pub fn walk(
     let Some(top) = uppers.first() else {
         return Ok(Walk::Done);
     };
-    // the root: contributing uppers stop at an opaque root
-    let mut roots = Vec::new();
-    let mut hides_base = false;
-    for u in uppers {
-        let fd = rustix::io::dup(u).map_err(|e| ioe("dup", b"/", e.into()))?;
-        let opaque = x
-            .is_opaque(XattrTarget::Fd(fd.as_fd()))
-            .map_err(|e| ioe("xattr", b"/", e))?;
-        roots.push(fd);
-        if opaque {
-            hides_base = true;
-            break;
-        }
-    }
+    let roots = uppers
+        .iter()
+        .map(|u| rustix::io::dup(u).map_err(|e| ioe("dup", b"/", e.into())))
+        .collect::<Result<Vec<_>>>()?;
     let rst = rustix::fs::fstat(top).map_err(|e| ioe("stat", b"/", e.into()))?;
     let root_differs = match base {
         Some(b) => {
@@ -113,8 +108,14 @@ pub fn walk(
             src: DiffSource::Dir(*top),
         })?;
     }
+    // Below an opaque directory a diff needs nothing of the base (the
+    // marker says it all); changes still look there to tell Added from
+    // Modified and to list what each directory no longer holds, as the
+    // naive walk over the merged views does.
     let base_root = match base {
-        Some(b) if !hides_base => Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?),
+        Some(b) if !hides_base || for_changes => {
+            Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?)
+        }
         _ => None,
     };
     if hides_base && base.is_some() {
@@ -128,6 +129,7 @@ pub fn walk(
         path: Vec::new(),
         layers: roots,
         base: base_root,
+        hidden: hides_base,
         st: rst,
         children: kids.into_iter(),
     }];
@@ -151,7 +153,8 @@ pub fn walk(
         let top_fd = frame.layers[ch.top].as_fd();
         match ch.kind {
             Top::Whiteout => {
-                if base_st.is_some() {
+                // (below an opaque directory its deletions are listed already)
+                if base_st.is_some() && !frame.hidden {
                     emit(DiffItem::Whiteout {
                         path: &path,
                         mtime: (frame.st.st_mtime, frame.st.st_mtime_nsec as u32),
@@ -167,6 +170,7 @@ pub fn walk(
                 })?;
             }
             Top::Dir { layers, hides_base } => {
+                let hides_base = hides_base || frame.hidden;
                 emit(DiffItem::Entry {
                     path: &path,
                     change,
@@ -206,7 +210,12 @@ pub fn walk(
                 stack.push(Frame {
                     path,
                     layers,
-                    base: if hides_base { None } else { base_dir },
+                    base: if hides_base && !for_changes {
+                        None
+                    } else {
+                        base_dir
+                    },
+                    hidden: hides_base,
                     st,
                     children: kids.into_iter(),
                 });
@@ -249,6 +258,19 @@ fn opaque_items(
         }
     }
     Ok(())
+}
+
+/// A layer whose root is opaque hides every layer below it; overlayfs
+/// ignores the opaque xattr on a layer's root, so such a layer is mounted
+/// without the layers below, and its overlay forms (whiteouts, opaque
+/// xattrs, the root's mark) hide nothing any more: they are removed here,
+/// leaving a plain tree that reads the same alone (even bind-mounted). The
+/// caller records the opaque root in the layer's metadata.
+pub fn flatten_opaque_root(root: BorrowedFd<'_>, x: OverlayXattr) -> Result<()> {
+    x.unset_opaque(XattrTarget::Fd(root))
+        .map_err(|e| ioe("remove opaque xattr", b"/", e))?;
+    strata_core::whiteout::strip_overlay_forms(root, x)
+        .map_err(|e| ioe("remove overlay forms", b"/", e))
 }
 
 fn xattrs(t: XattrTarget<'_>, path: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

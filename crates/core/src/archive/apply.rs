@@ -58,7 +58,7 @@ use crate::fsx::{self, XattrTarget};
 use crate::resolve::{
     self, Missing, ResolveHook, ResolvedDir, Resolver, join, normalize, split_parent,
 };
-use crate::whiteout::{self, Marker, WhiteoutFormat};
+use crate::whiteout::{self, Marker, OverlayXattr, WhiteoutFormat};
 
 /// Options of [`apply`].
 #[derive(Default)]
@@ -224,7 +224,7 @@ fn apply_stream<R: Read>(
     let mut a = Applier {
         res,
         format,
-        created: HashSet::new(),
+        created: Created::default(),
         dir_times: Vec::new(),
         buf: vec![0u8; BUF],
         size: 0,
@@ -248,11 +248,44 @@ fn apply_stream<R: Read>(
     Ok((a.size, a.entries, tr.position()))
 }
 
+/// The resolved paths a layer created, and the directories on the way to
+/// them: its whiteouts and opaque markers must spare both (a whiteout of a
+/// lower directory that holds entries of this layer empties it of the
+/// lower's content only).
+#[derive(Default)]
+struct Created {
+    paths: HashSet<Vec<u8>>,
+    holders: HashSet<Vec<u8>>,
+}
+
+impl Created {
+    fn insert(&mut self, path: Vec<u8>) {
+        let mut p = path.as_slice();
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            if !self.holders.insert(p.to_vec()) {
+                break; // its ancestors are in already
+            }
+        }
+        self.paths.insert(path);
+    }
+
+    /// Did this layer create `path`?
+    fn contains(&self, path: &[u8]) -> bool {
+        self.paths.contains(path)
+    }
+
+    /// Did this layer create something below `path`?
+    fn holds(&self, path: &[u8]) -> bool {
+        self.holders.contains(path)
+    }
+}
+
 struct Applier<'a> {
     res: Resolver<'a>,
     format: WhiteoutFormat,
     /// Resolved paths this layer created (entries and implicit parents).
-    created: HashSet<Vec<u8>>,
+    created: Created,
     /// Directories whose times are set once every entry is in.
     dir_times: Vec<(Vec<u8>, Timespec, Timespec)>,
     buf: Vec<u8>,
@@ -276,15 +309,17 @@ struct Parent {
 }
 
 struct Hook<'h> {
-    created: &'h mut HashSet<Vec<u8>>,
+    created: &'h mut Created,
     dir_times: &'h mut Vec<(Vec<u8>, Timespec, Timespec)>,
 }
 
 impl ResolveHook for Hook<'_> {
     fn created_dir(&mut self, path: &[u8], restore_mtime: Option<Timespec>) {
-        self.created.insert(path.to_vec());
-        if let Some(t) = restore_mtime {
-            self.dir_times.push((path.to_vec(), t, t));
+        match restore_mtime {
+            // a copy of a lower directory (overlay) stands for it, as an
+            // existing parent does in a full tree: not this layer's own
+            Some(t) => self.dir_times.push((path.to_vec(), t, t)),
+            None => self.created.insert(path.to_vec()),
         }
     }
 }
@@ -456,7 +491,12 @@ impl<'a> Applier<'a> {
             default_acl,
             dir: d,
         });
-        self.parent = Some((dir.to_vec(), p.clone()));
+        // Cached only when no symlink was followed: then creating entries
+        // below cannot change what `dir` resolves to (through a symlink,
+        // the next entry may replace a component on the way).
+        if p.dir.path == dir {
+            self.parent = Some((dir.to_vec(), p.clone()));
+        }
         Ok(Some(p))
     }
 
@@ -526,7 +566,14 @@ impl<'a> Applier<'a> {
                         self.created.insert(rpath);
                         return Ok(());
                     }
-                    opaque = overlay && fsx::is_whiteout(&st);
+                    // a non-directory of this layer (or a whiteout) hid the
+                    // lower directory: the new one must go on hiding it
+                    opaque = overlay
+                        && (fsx::is_whiteout(&st)
+                            || matches!(
+                                self.res.lower_stat(&rpath)?,
+                                Some((_, FileType::Directory))
+                            ));
                     self.clear_slot(pfd, &cbase, &rpath)?;
                     rfs::mkdirat(pfd, cbase.as_c_str(), Mode::from_raw_mode(mode & 0o777))
                         .map_err(|e| sys("mkdir", &rpath, e))?;
@@ -721,14 +768,14 @@ impl<'a> Applier<'a> {
         let (tdir, tbase) = split_parent(&target);
         let ctbase = resolve::component(tbase)?;
         let overlay = matches!(self.format, WhiteoutFormat::Overlay(_));
-        let tparent = {
+        let (tparent, lower_visible) = {
             let missing = if overlay {
-                Missing::Create
+                Missing::CreateIfLower
             } else {
                 Missing::Stop
             };
             let (res, mut hook) = self.hook();
-            res.dir(tdir, missing, &mut hook)?
+            res.dir_seeing_lower(tdir, missing, &mut hook)?
         }
         .ok_or_else(|| {
             Error::not_found(format!(
@@ -739,8 +786,8 @@ impl<'a> Applier<'a> {
         let trpath = join(&tparent.path, tbase);
         let mut tst =
             fsx::try_stat_at(tparent.fd.as_fd(), &ctbase).map_err(|e| sys("stat", &trpath, e))?;
-        if overlay && (tst.is_none() || tst.as_ref().is_some_and(fsx::is_whiteout)) && tst.is_none()
-        {
+        let mut existing = existing.copied();
+        if overlay && tst.is_none() && lower_visible {
             // the target lives in a lower layer: copy it up first
             if let Some((lst, ft)) = self.res.lower_stat(&trpath)?
                 && ft != FileType::Directory
@@ -758,6 +805,9 @@ impl<'a> Applier<'a> {
                 .map_err(|e| sys("copy up", &trpath, e))?;
                 tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
                     .map_err(|e| sys("stat", &trpath, e))?;
+                // the copy may have landed on the entry's own name (a link
+                // to itself)
+                existing = fsx::try_stat_at(pfd, cbase).map_err(|e| sys("stat", rpath, e))?;
             }
         }
         let tst = match tst {
@@ -803,9 +853,10 @@ impl<'a> Applier<'a> {
                     return Ok(()); // nothing below to delete
                 };
                 let rpath = join(&parent.path, name);
-                if self.created.contains(&rpath) {
+                if self.created.contains(&rpath) || self.created.holds(&rpath) {
                     // entries of this layer are never hidden by its whiteouts;
-                    // a directory of this layer loses what lower layers had
+                    // a directory of (or holding entries of) this layer loses
+                    // what lower layers had
                     if let Some(st) = fsx::try_stat_at(parent.fd.as_fd(), &cname)
                         .map_err(|e| sys("stat", &rpath, e))?
                         && fsx::file_type(&st) == FileType::Directory
@@ -826,7 +877,7 @@ impl<'a> Applier<'a> {
                 // as with the delete format.
                 let found = {
                     let (res, mut hook) = self.hook();
-                    res.whiteout_parent(dir, &mut hook)?
+                    res.dir_seeing_lower(dir, Missing::CreateIfLower, &mut hook)?
                 };
                 let Some((parent, lower_visible)) = found else {
                     return Ok(());
@@ -835,12 +886,18 @@ impl<'a> Applier<'a> {
                 let rpath = join(&parent.path, name);
                 let existing = fsx::try_stat_at(pfd, &cname).map_err(|e| sys("stat", &rpath, e))?;
                 if let Some(st) = &existing {
-                    if self.created.contains(&rpath) {
-                        if fsx::file_type(st) == FileType::Directory {
+                    if self.created.contains(&rpath) || self.created.holds(&rpath) {
+                        // this layer's own: only what the lower has there goes
+                        if fsx::file_type(st) == FileType::Directory
+                            && lower_visible
+                            && matches!(
+                                self.res.lower_stat(&rpath)?,
+                                Some((_, FileType::Directory))
+                            )
+                        {
                             let fd = fsx::open_dir_at(pfd, &cname)
                                 .map_err(|e| sys("open", &rpath, e))?;
-                            x.set_opaque(XattrTarget::Fd(fd.as_fd()))
-                                .map_err(|e| sys("set opaque", &rpath, e))?;
+                            self.make_opaque(fd, &rpath, x)?;
                         }
                         return Ok(());
                     }
@@ -867,9 +924,9 @@ impl<'a> Applier<'a> {
 
     fn opaque(&mut self, dir: &[u8]) -> Result<()> {
         self.invalidate();
-        let d = {
+        let (d, lower_visible) = {
             let (res, mut hook) = self.hook();
-            res.dir(dir, Missing::Create, &mut hook)?
+            res.dir_seeing_lower(dir, Missing::Create, &mut hook)?
         }
         .ok_or_else(|| Error::not_found("opaque directory"))?;
         match self.format {
@@ -877,10 +934,38 @@ impl<'a> Applier<'a> {
                 let path = d.path.clone();
                 self.prune_not_created(d.fd, &path)
             }
-            WhiteoutFormat::Overlay(x) => x
-                .set_opaque(XattrTarget::Fd(d.fd.as_fd()))
-                .map_err(|e| sys("set opaque", &d.path, e)),
+            WhiteoutFormat::Overlay(x) => {
+                // marked only where the lower view has a directory to hide:
+                // a mark over nothing would show through a layer mounted
+                // alone (a bind mount) and hides nothing anyway
+                let hides = lower_visible
+                    && (d.path.is_empty()
+                        || matches!(
+                            self.res.lower_stat(&d.path)?,
+                            Some((_, FileType::Directory))
+                        ));
+                if !hides {
+                    return Ok(());
+                }
+                let path = d.path.clone();
+                self.make_opaque(d.fd, &path, x)
+            }
         }
+    }
+
+    /// Mark an upper directory opaque. What its subtree held only to stand
+    /// for or hide lower content (copied-up directories holding nothing of
+    /// this layer, whiteouts, opaque marks) goes: nothing lower shows there
+    /// any more, and overlayfs reads such a directory straight from the
+    /// upper, where a whiteout would be listed yet fail to stat.
+    fn make_opaque(&mut self, fd: OwnedFd, path: &[u8], x: OverlayXattr) -> Result<()> {
+        self.invalidate();
+        let dup = rustix::io::dup(&fd).map_err(|e| sys("dup", path, e))?;
+        self.prune_not_created(dup, path)?;
+        whiteout::strip_overlay_forms(fd.as_fd(), x)
+            .map_err(|e| sys("remove overlay forms", path, e))?;
+        x.set_opaque(XattrTarget::Fd(fd.as_fd()))
+            .map_err(|e| sys("set opaque", path, e))
     }
 
     /// Remove, below `dir`, everything this layer did not create.
@@ -889,7 +974,7 @@ impl<'a> Applier<'a> {
         while let Some((fd, p)) = stack.pop() {
             for e in fsx::read_dir_sorted(fd.as_fd()).map_err(|e| sys("read dir", &p, e))? {
                 let cp = join(&p, e.name.to_bytes());
-                if !self.created.contains(&cp) {
+                if !self.created.contains(&cp) && !self.created.holds(&cp) {
                     fsx::remove_all_at(fd.as_fd(), &e.name).map_err(|e| sys("remove", &cp, e))?;
                 } else if e.file_type == FileType::Directory
                     || (e.file_type == FileType::Unknown

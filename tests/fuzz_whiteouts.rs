@@ -1,0 +1,242 @@
+//! Differential fuzzing of the whiteout forms: a random base layer and a
+//! random layer on it (files, directories, symlinks, hardlinks, whiteouts,
+//! opaque markers over a small name space, so that they collide often) are
+//! applied twice:
+//!
+//! - by the overlay2 driver (overlay whiteouts, mounted by real overlayfs);
+//! - by the core engine in delete format into one plain directory (the
+//!   reference, what vfs and btrfs do).
+//!
+//! Both must accept or refuse the same layers; when they accept, the
+//! mounted view lists exactly the reference tree (every listed name can be
+//! stat'ed), the driver's diff of the top layer, applied on the base in
+//! delete format, gives that tree again, and overlay2's native `changes`
+//! agree with the vfs driver's naive walk on every added and deleted path.
+//! `C` lines may differ: native reports an entry the layer rewrote
+//! identically, which a naive walk cannot see; the naive walk reports a
+//! file whose link count changed (a hardlinked peer was deleted), which
+//! native, reading only the uppers, does not.
+//!
+//! Needs root (overlayfs on tmpfs); `PROPTEST_CASES=N` for a longer run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use strata::core::archive::{self, ApplyOptions};
+use strata::core::{DiffBase, fsx};
+use strata::{Driver, DriverOptions};
+use strata_conformance::fixture::{Backing, Scratch};
+use strata_conformance::layer::{self, E};
+use strata_conformance::listing::{ListOpts, listing};
+use strata_conformance::{id, same_listing};
+
+fn path() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4).prop_map(|c| c.join("/"))
+}
+
+fn entry() -> impl Strategy<Value = E> {
+    let target = prop_oneof![
+        path(),
+        prop::sample::select(vec!["/a", "../b", "/", ".", "a/../c"]).prop_map(String::from),
+    ];
+    (
+        path(),
+        0u8..9,
+        target,
+        prop::sample::select(vec![0o644u32, 0o755, 0o600]),
+    )
+        .prop_map(|(p, kind, t, mode)| match kind {
+            0 | 1 => layer::file(&p, p.as_bytes()).mode(mode),
+            2 | 3 => layer::dir(&p).mode(mode | 0o700),
+            4 => layer::symlink(&p, &t),
+            5 => layer::hardlink(&p, &t),
+            6 | 7 => layer::whiteout(&p),
+            _ => {
+                let d = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                layer::opaque(d)
+            }
+        })
+}
+
+fn view_opts() -> ListOpts {
+    ListOpts {
+        no_dir_mtime: true,
+        no_root: true,
+        ..Default::default()
+    }
+}
+
+fn apply_plain(dir: &Path, data: &[u8]) -> strata::Result<()> {
+    let fd = fsx::open_dir_path(dir).unwrap();
+    archive::apply(fd.as_fd(), dir, &mut &data[..], ApplyOptions::default()).map(|_| ())
+}
+
+fn fail(what: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(what.to_string())
+}
+
+fn one_case(
+    d: &dyn Driver,
+    naive: &dyn Driver,
+    scratch: &Scratch,
+    base: &[E],
+    top: &[E],
+) -> Result<(), TestCaseError> {
+    let (b, t) = (id("fuzz-base"), id("fuzz-top"));
+    let reference = scratch.fresh_dir("ref").unwrap();
+    let base_tar = layer::tar(base);
+    let top_tar = layer::tar(top);
+
+    let over = d.apply_diff(&b, None, &mut &base_tar[..]);
+    let plain = apply_plain(&reference, &base_tar);
+    prop_assert_eq!(
+        over.is_ok(),
+        plain.is_ok(),
+        "base: overlay2 {:?} vs delete format {:?}",
+        over.as_ref().err().map(ToString::to_string),
+        plain.as_ref().err().map(ToString::to_string)
+    );
+    if over.is_err() {
+        return Ok(());
+    }
+    let over = d.apply_diff(&t, Some(&b), &mut &top_tar[..]);
+    let plain = apply_plain(&reference, &top_tar);
+    prop_assert_eq!(
+        over.is_ok(),
+        plain.is_ok(),
+        "top: overlay2 {:?} vs delete format {:?}",
+        over.as_ref().err().map(ToString::to_string),
+        plain.as_ref().err().map(ToString::to_string)
+    );
+    if over.is_err() {
+        prop_assert!(!d.exists(&t), "a refused layer was left");
+        return Ok(());
+    }
+    let want = listing(&reference, view_opts()).map_err(fail)?;
+
+    // the mounted view: every name listed can be stat'ed, and it is the
+    // reference tree
+    let mnt = d.mount(&t).map_err(fail)?;
+    let got = listing(&mnt, view_opts());
+    d.unmount(&t).map_err(fail)?;
+    let got = got.map_err(|e| fail(format!("listing the overlay view: {e:#}")))?;
+    same_listing("overlay view", &got, &want).map_err(|e| fail(format!("{e:#}")))?;
+
+    // the driver's diff, applied on the base in delete format
+    let mut diff = Vec::new();
+    d.diff(&t, DiffBase::Parent, &mut diff).map_err(fail)?;
+    let again = scratch.fresh_dir("again").unwrap();
+    apply_plain(&again, &base_tar).map_err(fail)?;
+    apply_plain(&again, &diff).map_err(|e| fail(format!("applying the diff: {e:#}")))?;
+    let round = listing(&again, view_opts()).map_err(fail)?;
+    same_listing("base + diff", &round, &want).map_err(|e| fail(format!("{e:#}")))?;
+
+    // changes: native (overlay2) against naive (vfs)
+    naive
+        .apply_diff(&b, None, &mut &base_tar[..])
+        .map_err(fail)?;
+    naive
+        .apply_diff(&t, Some(&b), &mut &top_tar[..])
+        .map_err(fail)?;
+    let lines = |d: &dyn Driver| -> Result<Vec<String>, TestCaseError> {
+        Ok(d.changes(&t, DiffBase::Parent)
+            .map_err(fail)?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    };
+    let (native, walked) = (lines(d)?, lines(naive)?);
+    let extra: Vec<&String> = native.iter().filter(|l| !walked.contains(l)).collect();
+    let missing: Vec<&String> = walked.iter().filter(|l| !native.contains(l)).collect();
+    prop_assert!(
+        extra.iter().chain(&missing).all(|l| l.starts_with("C ")),
+        "changes differ: native has {:?} more, lacks {:?}",
+        extra,
+        missing
+    );
+    Ok(())
+}
+
+#[test]
+fn overlay_whiteouts_match_delete_format() {
+    if !fsx::is_root() {
+        assert!(
+            !strata_conformance::under_ci(),
+            "CI=true: the overlay whiteout fuzz must run (needs root)"
+        );
+        eprintln!("skipping the overlay whiteout fuzz: needs root for overlayfs");
+        return;
+    }
+    let scratch = Scratch::new(Backing::Tmpfs, None).unwrap();
+    let root = scratch.fresh_dir("root").unwrap();
+    let d = strata::open("overlay2", &root, DriverOptions::default()).unwrap();
+    let vroot = scratch.fresh_dir("vfs").unwrap();
+    let naive = strata::open("vfs", &vroot, DriverOptions::default()).unwrap();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        prop::collection::vec(entry(), 0..12),
+        prop::collection::vec(entry(), 1..12),
+    );
+    let r = runner.run(&strategy, |(base, top)| {
+        let r = one_case(d.as_ref(), naive.as_ref(), &scratch, &base, &top);
+        for drv in [&d, &naive] {
+            for l in ["fuzz-top", "fuzz-base"] {
+                if drv.exists(&id(l)) {
+                    drv.remove(&id(l)).map_err(fail)?;
+                }
+            }
+        }
+        for p in ["ref", "again"] {
+            for e in std::fs::read_dir(scratch.path()).unwrap() {
+                let e = e.unwrap();
+                if e.file_name().to_string_lossy().starts_with(p) {
+                    std::fs::remove_dir_all(e.path()).unwrap();
+                }
+            }
+        }
+        r
+    });
+    d.cleanup().unwrap();
+    match r {
+        Ok(()) => {}
+        Err(proptest::test_runner::TestError::Fail(why, (base, top))) => {
+            panic!(
+                "{why}\nminimal failing input:\n  base: {}\n  top:  {}",
+                show(&base),
+                show(&top)
+            )
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `path=file(..)`-style one-line description of a layer.
+fn show(entries: &[E]) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    entries
+        .iter()
+        .map(|e| {
+            let what = match &e.node {
+                layer::Node::File(_) => format!("file {:o}", e.mode),
+                layer::Node::Dir => format!("dir {:o}", e.mode),
+                layer::Node::Symlink(t) => format!("-> {}", s(t)),
+                layer::Node::Hardlink(t) => format!("link to {}", s(t)),
+                other => format!("{other:?}"),
+            };
+            format!("[{} {what}]", s(&e.path))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
