@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh
+# strata mounts and loop devices that exist before this run: a killed earlier
+# run's (the next Scratch sweeps those whose process is gone); only what this
+# run adds counts as a leak below
+strata_mounts() { { findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}'; losetup -a | grep strata; } | sort || true; }
+before=$(strata_mounts)
+if [ -n "$before" ]; then echo "note: strata mounts present before this run:"; echo "$before"; fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -31,6 +37,6 @@ echo "== bench smoke (synthetic workload, no assertions on time)"
 ./target/debug/driver-test bench --driver all --runs 1 --synthetic-files 300 --format json > target/bench-smoke.json
 python3 -c 'import json,sys; d=json.load(open("target/bench-smoke.json")); print(len(d["records"]), "figures from", sorted({r["target"] for r in d["records"]}))'
 echo "== leftovers"
-left=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /strata/ {print}'; losetup -a | grep strata) || true
+left=$(comm -13 <(echo "$before") <(strata_mounts) | sed '/^$/d')
 if [ -n "$left" ]; then echo "mounts left behind:"; echo "$left"; exit 1; fi
 echo "all tests passed"

@@ -78,6 +78,8 @@ impl Scratch {
     /// Make a scratch area. `base` is where the temp dir goes (default: the
     /// system temp dir).
     pub fn new(backing: Backing, base: Option<&Path>) -> Result<Scratch> {
+        let parent = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        sweep_dead(&parent);
         let dir = match base {
             Some(b) => tempfile::Builder::new()
                 .prefix("strata-test.")
@@ -91,6 +93,10 @@ impl Scratch {
             counter: AtomicU64::new(0),
         };
         let top = s.top();
+        // who owns this area, so a later run can clean up after a process
+        // that was killed before its Drop ran (see sweep_dead)
+        std::fs::write(top.join(OWNER_FILE), std::process::id().to_string())
+            .with_context(|| format!("writing {}", top.join(OWNER_FILE).display()))?;
         match backing {
             Backing::TempDir => {}
             Backing::Tmpfs => {
@@ -167,6 +173,54 @@ impl Scratch {
     }
 }
 
+/// The file in a scratch area's top dir naming the pid that made it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Is the process `pid` still alive? Unknown counts as alive.
+fn pid_alive(pid: i32) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) => !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => true,
+    }
+}
+
+/// Clean up the scratch areas under `parent` left by processes that died
+/// without running their Drop (killed by a signal, a timeout, a power cut):
+/// unmount what is mounted there (loop devices detach with it) and remove
+/// the dir. Areas without an owner file, or whose owner is alive, are left
+/// alone. Best effort: a failure is reported and the next run tries again.
+pub fn sweep_dead(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        if !name.as_encoded_bytes().starts_with(b"strata-test.") {
+            continue;
+        }
+        let top = ent.path();
+        let Ok(owner) = std::fs::read_to_string(top.join(OWNER_FILE)) else {
+            continue;
+        };
+        let Ok(pid) = owner.trim().parse::<i32>() else {
+            continue;
+        };
+        if pid_alive(pid) {
+            continue;
+        }
+        eprintln!(
+            "note: cleaning up {} left by process {pid}, which is gone",
+            top.display()
+        );
+        if let Err(e) = teardown_dir(&top) {
+            eprintln!("warning: cleaning up {}: {e:#}", top.display());
+        }
+    }
+}
+
 /// Unmount everything at or below `dir` and remove it.
 pub fn teardown_dir(dir: &Path) -> Result<()> {
     mounts::unmount_all_under(dir)
@@ -188,5 +242,54 @@ impl Drop for Scratch {
             }
             let _ = d.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid that belonged to a process that has exited and been reaped.
+    fn dead_pid() -> i32 {
+        let mut c = Command::new("true").spawn().expect("spawning true");
+        let pid = c.id() as i32;
+        c.wait().expect("waiting for true");
+        pid
+    }
+
+    #[test]
+    fn sweep_removes_areas_of_dead_owners_only() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dead = parent.path().join("strata-test.dead");
+        let live = parent.path().join("strata-test.live");
+        let unowned = parent.path().join("strata-test.unowned");
+        for d in [&dead, &live, &unowned] {
+            std::fs::create_dir_all(d.join("mnt/sub")).expect("mkdir");
+        }
+        std::fs::write(dead.join(OWNER_FILE), dead_pid().to_string()).expect("write");
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).expect("write");
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            rustix::mount::mount(
+                c"strata-tmpfs",
+                &dead.join("mnt"),
+                c"tmpfs",
+                rustix::mount::MountFlags::empty(),
+                c"size=1m",
+            )
+            .expect("mounting tmpfs");
+            std::fs::write(dead.join("mnt/f"), b"x").expect("write");
+        } else {
+            eprintln!("not root: sweeping a dead area without a mount in it");
+        }
+        sweep_dead(parent.path());
+        assert!(!dead.exists(), "the dead owner's area is removed");
+        assert!(live.join("mnt/sub").exists(), "a live owner's area stays");
+        assert!(
+            unowned.join("mnt/sub").exists(),
+            "an area without owner stays"
+        );
+        let left = mounts::mounts_under(parent.path()).expect("mountinfo");
+        assert!(left.is_empty(), "mounts left: {left:?}");
     }
 }
