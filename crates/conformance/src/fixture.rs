@@ -272,7 +272,7 @@ mod tests {
         if root {
             rustix::mount::mount(
                 c"strata-tmpfs",
-                &dead.join("mnt"),
+                dead.join("mnt"),
                 c"tmpfs",
                 rustix::mount::MountFlags::empty(),
                 c"size=1m",
