@@ -1231,14 +1231,26 @@ fn whiteout_does_not_hide_same_layer(c: &mut Ctx<'_>) -> Result<()> {
 /// Apply `up` on "base" as layer `name`; its view must be the reference,
 /// and its diff, applied on "base" again, must give that view back.
 fn view_and_round_trip(c: &mut Ctx<'_>, name: &str, lower: &[&[E]], up: &[E]) -> Result<()> {
-    c.apply(name, Some("base"), up)?;
+    view_and_round_trip_on(c, name, "base", lower, up)
+}
+
+/// [`view_and_round_trip`] on the layer `parent` (whose layers, bottom
+/// first, are `lower`).
+fn view_and_round_trip_on(
+    c: &mut Ctx<'_>,
+    name: &str,
+    parent: &str,
+    lower: &[&[E]],
+    up: &[E],
+) -> Result<()> {
+    c.apply(name, Some(parent), up)?;
     let mut all = lower.to_vec();
     all.push(up);
     let want = c.reference(&all)?;
     same_listing(&format!("{name} view"), &c.view(name)?, &want)?;
     let d = c.diff(name)?;
     let again = format!("{name}-again");
-    c.apply_bytes(&again, Some("base"), &d)?;
+    c.apply_bytes(&again, Some(parent), &d)?;
     same_listing(&format!("{name} diff re-applied"), &c.view(&again)?, &want)
 }
 
@@ -1375,7 +1387,27 @@ fn whiteout_edge_forms(c: &mut Ctx<'_>) -> Result<()> {
         "a link to itself",
         &c.view("e5")?,
         &c.reference(&[&[symlink("c", "/")][..], &[hardlink("c", "c")][..]])?,
-    )
+    )?;
+    // a dir over a lower symlink (a loop, and one into the lower's tree):
+    // whiteouts below it look through nothing (found by fuzz_whiteouts)
+    let loops = vec![symlink("a", "a"), symlink("s", "etc")];
+    c.apply("loops", Some("base"), &loops)?;
+    let e6 = vec![
+        dir("a"),
+        file("a/c/c", "c"),
+        whiteout("a/c/a"),
+        dir("s"),
+        whiteout("s/passwd"),
+        file("s/own", "o"),
+    ];
+    view_and_round_trip_on(c, "e6", "loops", &[&b, &loops], &e6)?;
+    c.with_mount("e6", |p| {
+        ensure!(
+            p.join("etc/passwd").exists(),
+            "a whiteout under a dir that replaced a symlink hid the symlink's target"
+        );
+        Ok(())
+    })
 }
 
 fn delete_lower_recreate_upper(c: &mut Ctx<'_>) -> Result<()> {

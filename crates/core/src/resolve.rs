@@ -145,6 +145,15 @@ pub fn open_beneath(
     Ok(rfs::openat(&cur, last.as_c_str(), flags, Mode::empty())?)
 }
 
+/// Does this error from [`open_beneath`] in the lower view mean that
+/// nothing is there (rather than a failure)?
+fn lower_hides(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
+    )
+}
+
 /// A resolved directory inside the layer root.
 #[derive(Debug)]
 pub struct ResolvedDir {
@@ -432,7 +441,9 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Stat `path` (symlink-free, normalised) in the lower view.
+    /// Stat `path` (normalised) in the lower view, as overlayfs looks it
+    /// up: `None` when a component on the way is missing, not a directory,
+    /// or a symlink.
     pub fn lower_stat(&self, path: &[u8]) -> Result<Option<(rfs::Stat, FileType)>> {
         let Some(lower) = self.lower else {
             return Ok(None);
@@ -445,7 +456,10 @@ impl<'a> Resolver<'a> {
             self.use_openat2,
         ) {
             Ok(fd) => fd,
-            Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
+            // a missing name, a non-directory or a symlink on the way:
+            // overlayfs merges directories by name and never follows a
+            // lower symlink, so nothing of the lower shows below it
+            Err(e) if lower_hides(&e) => {
                 return Ok(None);
             }
             Err(e) => {
@@ -484,9 +498,10 @@ impl<'a> Resolver<'a> {
             self.use_openat2,
         ) {
             Ok(fd) => Ok(Some((fd, base.to_vec()))),
-            Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
-                Ok(None)
-            }
+            // a missing name, a non-directory or a symlink on the way:
+            // overlayfs merges directories by name and never follows a
+            // lower symlink, so nothing of the lower shows below it
+            Err(e) if lower_hides(&e) => Ok(None),
             Err(e) => Err(Error::io(
                 "open lower",
                 String::from_utf8_lossy(dir).as_ref(),

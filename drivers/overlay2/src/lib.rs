@@ -19,6 +19,13 @@
 //! `lowerdir+` per layer where the kernel has it (stack depth limited only
 //! by the kernel, measured at first open), else mount(2) with short links.
 //! Every overlay is mounted with `redirect_dir=off,metacopy=off,index=off`.
+//!
+//! Hardlinks across layers: a layer that links a new name to a file of a
+//! lower layer copies that file up and links to the copy, as overlayfs does
+//! without `index=on` (and as Docker's and containerd's overlay drivers
+//! do). Other names of the lower inode stay in the lower layer with the
+//! same content but are no longer the same inode as the new pair; the OCI
+//! image spec allows this for union file systems (layer.md, hard links).
 
 #![deny(unsafe_code)]
 
