@@ -1335,7 +1335,19 @@ fn whiteout_spares_own_entries_in_lower_dirs(c: &mut Ctx<'_>) -> Result<()> {
         whiteout("usr/bin/tool"),
         opaque(""),
     ];
-    view_and_round_trip(c, "w4", &[&b], &w4)
+    view_and_round_trip(c, "w4", &[&b], &w4)?;
+    // a link this layer makes between names a lower layer already linked,
+    // then an opaque root: the link is this layer's and stays (found by
+    // fuzz_whiteouts)
+    let pair = vec![file("a", "a"), dir("b"), hardlink("b/a", "a")];
+    c.apply("pair", Some("base"), &pair)?;
+    let w5 = vec![hardlink("b/a", "/a"), opaque("")];
+    view_and_round_trip_on(c, "w5", "pair", &[&b, &pair], &w5)?;
+    c.with_mount("w5", |p| {
+        ensure!(p.join("b/a").exists(), "own link hidden by the opaque root");
+        ensure!(!p.join("a").exists(), "lower entry shows");
+        Ok(())
+    })
 }
 
 fn whiteout_edge_forms(c: &mut Ctx<'_>) -> Result<()> {

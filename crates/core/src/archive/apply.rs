@@ -824,7 +824,10 @@ impl<'a> Applier<'a> {
         }
         if let Some(st) = existing {
             if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino {
-                return Ok(()); // already the same file
+                // already the same file; still this layer's entry, which a
+                // later opaque marker or whiteout of the dir must spare
+                self.created.insert(rpath.to_vec());
+                return Ok(());
             }
             fsx::remove_all_at(pfd, cbase).map_err(|e| sys("remove", rpath, e))?;
         }
