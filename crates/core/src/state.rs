@@ -463,6 +463,38 @@ impl DriverState {
         }
     }
 
+    /// The metadata every driver reports of a layer whose chain (top
+    /// first) is `chain`: its parent ("-" for a base layer), whether it is
+    /// read-write, its depth, when it was made and its mount count.
+    pub fn layer_pairs(&self, chain: &[LayerMeta]) -> crate::driver::Pairs {
+        let Some(m) = chain.first() else {
+            return Vec::new();
+        };
+        vec![
+            (
+                "Parent".into(),
+                m.parent
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+            ),
+            ("ReadWrite".into(), m.rw.to_string()),
+            ("Depth".into(), chain.len().to_string()),
+            ("Created".into(), m.created.to_string()),
+            ("MountCount".into(), self.mount_count(&m.id).to_string()),
+        ]
+    }
+
+    /// `Driver::cleanup`: unmount everything the driver mounted under
+    /// `dir` and reset every mount count.
+    pub fn unmount_all(&self, dir: &Path) -> Result<()> {
+        let _l = self.lock()?;
+        crate::mounts::unmount_all_under(dir).ctx("unmount", dir)?;
+        for id in self.mounted_ids()? {
+            self.set_mount_count(&id, 0)?;
+        }
+        Ok(())
+    }
+
     /// Ids with a mount count file.
     pub fn mounted_ids(&self) -> Result<Vec<LayerId>> {
         let dir = self.home.join(".mounts");

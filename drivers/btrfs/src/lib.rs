@@ -568,35 +568,21 @@ impl Driver for Btrfs {
 
     fn metadata(&self, id: &LayerId) -> Result<Pairs> {
         let chain = self.state.chain(id)?;
-        let m = &chain[0];
         let p = self.subvol(id);
         let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
         let sid = sys::subvol_id(fd.as_fd()).ctx("subvolume id", &p)?;
         let ro = sys::get_flags(fd.as_fd()).ctx("flags", &p)? & sys::SUBVOL_RDONLY != 0;
-        Ok(vec![
+        let mut pairs: Pairs = vec![
             ("Subvolume".into(), p.display().to_string()),
             ("SubvolumeId".into(), sid.to_string()),
             ("ReadOnlySnapshot".into(), ro.to_string()),
-            (
-                "Parent".into(),
-                m.parent
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into()),
-            ),
-            ("ReadWrite".into(), m.rw.to_string()),
-            ("Depth".into(), chain.len().to_string()),
-            ("MountCount".into(), self.state.mount_count(id).to_string()),
-        ])
+        ];
+        pairs.extend(self.state.layer_pairs(&chain));
+        Ok(pairs)
     }
 
     fn cleanup(&self) -> Result<()> {
-        let _l = self.state.lock()?;
-        mounts::unmount_all_under(&self.mnt).ctx("unmount", &self.mnt)?;
-        for id in self.state.mounted_ids()? {
-            self.state.set_mount_count(&id, 0)?;
-        }
-        Ok(())
+        self.state.unmount_all(&self.mnt)
     }
 }
 

@@ -878,7 +878,7 @@ impl Driver for Overlay2 {
             .iter()
             .map(|c| self.diff_dir(&c.id).display().to_string())
             .collect();
-        Ok(vec![
+        let mut pairs: Pairs = vec![
             ("UpperDir".into(), self.diff_dir(id).display().to_string()),
             ("LowerDir".into(), lowers.join(":")),
             ("MergedDir".into(), self.merged(id).display().to_string()),
@@ -891,26 +891,13 @@ impl Driver for Overlay2 {
                 },
             ),
             ("Link".into(), self.link_of(m).display().to_string()),
-            (
-                "Parent".into(),
-                m.parent
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into()),
-            ),
-            ("ReadWrite".into(), m.rw.to_string()),
-            ("Depth".into(), chain.len().to_string()),
-            ("MountCount".into(), self.state.mount_count(id).to_string()),
-        ])
+        ];
+        pairs.extend(self.state.layer_pairs(&chain));
+        Ok(pairs)
     }
 
     fn cleanup(&self) -> Result<()> {
-        let _l = self.state.lock()?;
-        mounts::unmount_all_under(&self.home).ctx("unmount", &self.home)?;
-        for id in self.state.mounted_ids()? {
-            self.state.set_mount_count(&id, 0)?;
-        }
-        Ok(())
+        self.state.unmount_all(&self.home)
     }
 }
 

@@ -452,27 +452,13 @@ impl Driver for Vfs {
 
     fn metadata(&self, id: &LayerId) -> Result<Pairs> {
         let chain = self.state.chain(id)?;
-        let m = &chain[0];
-        Ok(vec![
-            ("Path".into(), self.tree(id).display().to_string()),
-            (
-                "Parent".into(),
-                m.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-            ),
-            ("ReadWrite".into(), m.rw.to_string()),
-            ("Depth".into(), chain.len().to_string()),
-            ("Created".into(), m.created.to_string()),
-            ("MountCount".into(), self.state.mount_count(id).to_string()),
-        ])
+        let mut pairs: Pairs = vec![("Path".into(), self.tree(id).display().to_string())];
+        pairs.extend(self.state.layer_pairs(&chain));
+        Ok(pairs)
     }
 
     fn cleanup(&self) -> Result<()> {
-        let _l = self.state.lock()?;
-        mounts::unmount_all_under(&self.mnt).ctx("unmount", &self.mnt)?;
-        for id in self.state.mounted_ids()? {
-            self.state.set_mount_count(&id, 0)?;
-        }
-        Ok(())
+        self.state.unmount_all(&self.mnt)
     }
 }
 
