@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh
-cargo build --release --locked --bins -q
+cargo build --release --locked -p strata-cli --bins -q
 S=$PWD/target/release/strata
 work=$(mktemp -d /var/tmp/strata-example.XXXXXX)
 export STRATA_ROOT=$work/root

@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== driver-test"
-cargo build --locked --bin driver-test
+cargo build --locked -p strata-cli --bin driver-test
 for d in $(./target/debug/driver-test --list-drivers); do
   echo "-- driver-test --driver $d"
   ./target/debug/driver-test --driver "$d"

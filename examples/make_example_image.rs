@@ -4,13 +4,16 @@
 //! Two gzip layers (the base files, then the app) and a config whose
 //! history has an empty-layer step, like a small Dockerfile would make.
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use strata::core::archive::tarfmt::{Kind, TarWriter, WriteHead};
+use strata::core::archive::tar::{Kind, TarWriter, WriteHead};
 
 const MTIME: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 

@@ -1,9 +1,11 @@
 //! Strata: container image layer storage.
 //!
-//! This facade wires the pieces together: the core ([`strata_core`]), the
-//! drivers, and the registry that opens them by name. Runtimes link this
-//! crate and call [`open`]; the `strata` and `driver-test` binaries are thin
-//! layers over it.
+//! What a runtime links: the core ([`strata_core`]: the driver trait and
+//! its types), the three drivers behind a registry that opens them by name
+//! ([`open`], [`registry`]), the default root, and the store of layers,
+//! images and containers ([`store`]). The `strata` and `driver-test`
+//! binaries live in `crates/cli`; nothing of them (clap, the conformance
+//! suite, progress bars) is in this crate's dependencies.
 
 #![forbid(unsafe_code)]
 
@@ -11,16 +13,15 @@ use std::path::{Path, PathBuf};
 
 pub use strata_core as core;
 pub use strata_core::{Driver, DriverOptions, Error, ErrorKind, LayerId, Registry, Result};
-
-pub mod bench;
-pub mod cli;
+pub use strata_store as store;
+pub use strata_store::Store;
 
 /// Every driver this build knows, in `auto`'s order of preference.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register(Box::new(strata_btrfs::Factory));
-    r.register(Box::new(strata_overlay2::Factory));
-    r.register(Box::new(strata_vfs::Factory));
+    r.register(Box::new(strata_btrfs::ENTRY));
+    r.register(Box::new(strata_overlay2::ENTRY));
+    r.register(Box::new(strata_vfs::ENTRY));
     r
 }
 

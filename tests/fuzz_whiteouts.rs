@@ -27,6 +27,8 @@
 //!
 //! Needs root (overlayfs on tmpfs); `PROPTEST_CASES=N` for a longer run.
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};

@@ -2,6 +2,8 @@
 //! load into them, with the same image IDs. Runs where skopeo and podman
 //! are installed (ci/setup.sh installs them; under CI=true they must be).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 mod common;

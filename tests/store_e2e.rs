@@ -1,6 +1,8 @@
 //! End-to-end: the `strata` image and container commands over every
 //! driver (overlay2 and btrfs as root; under CI=true they must run).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 mod common;

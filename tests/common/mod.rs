@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use strata_conformance::fixture::{Backing, Scratch, have_program};
 
-pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-image");
+pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello-image");
 pub const EXAMPLE_DIGEST: &str =
     "sha256:85dea1523ed8549dcb930b994a913587ea5f01bfe2737d34118101d42334c6de";
 
@@ -150,7 +150,7 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 /// Members of a tar file and their bytes.
 pub fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
     let f = std::fs::File::open(path).unwrap();
-    let mut r = strata::core::archive::tarfmt::TarReader::new(std::io::BufReader::new(f));
+    let mut r = strata_core::archive::tar::TarReader::new(std::io::BufReader::new(f));
     let mut out = Vec::new();
     while let Some(h) = r.next_entry().unwrap() {
         let mut data = vec![0u8; r.data_remaining() as usize];
@@ -169,8 +169,8 @@ pub fn make_big_layout(dir: &std::path::Path) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let put = |b: &[u8]| -> String {
         let dg = strata_conformance::layer::sha256(b);
-        std::fs::write(dir.join("blobs/sha256").join(&dg[7..]), b).unwrap();
-        dg
+        std::fs::write(dir.join("blobs/sha256").join(dg.hex()), b).unwrap();
+        dg.to_string()
     };
     let mut diff_ids = Vec::new();
     let mut layers = Vec::new();

@@ -74,6 +74,30 @@ pub fn have_program(prog: &str) -> bool {
     dirs.iter().any(|d| d.join(prog).exists())
 }
 
+/// May a privileged test run here? It needs root and `programs`. When it
+/// cannot, the reason is printed and `false` returned; under `CI=true` that
+/// is a failure (a panic naming `what`).
+pub fn privileged_test_can_run(what: &str, programs: &[&str]) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| !have_program(p))
+        .collect();
+    let why = if !fsx::is_root() {
+        "needs root".to_string()
+    } else if !missing.is_empty() {
+        format!("needs {} (./ci/setup.sh installs them)", missing.join(", "))
+    } else {
+        return true;
+    };
+    assert!(
+        !crate::under_ci(),
+        "CI=true: {what} must run here, but it {why}"
+    );
+    eprintln!("skipping {what}: it {why}");
+    false
+}
+
 impl Scratch {
     /// Make a scratch area. `base` is where the temp dir goes (default: the
     /// system temp dir).

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use strata_core::archive::tarfmt::{Kind, Segment, TarWriter, WriteHead};
+use strata_core::archive::tar::{Kind, Segment, TarWriter, WriteHead};
 
 /// What a tar entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +193,6 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).unwrap_or_default()
 }
 
-pub fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+pub fn sha256(data: &[u8]) -> strata_core::Digest {
+    strata_core::Digest::of(data)
 }

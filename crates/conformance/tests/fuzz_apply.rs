@@ -10,6 +10,8 @@
 //! `PROPTEST_CASES=100000 cargo test -p strata-conformance --test
 //! fuzz_apply --release` for a long run (CI runs the default, 256).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::os::fd::AsFd;

@@ -18,11 +18,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{FileType, Stat};
 
-use crate::archive::write::{DiffItem, DiffSource, exported_xattr};
-use crate::driver::{Change, ChangeKind};
 use crate::error::{Error, Result};
 use crate::fsx::{self, XattrTarget};
 use crate::resolve::join;
+use crate::walk::{Change, ChangeKind, DiffItem, DiffMethod, DiffSource, Emit, exported_xattr};
 
 struct Child {
     name: CString,
@@ -94,7 +93,7 @@ struct Frame<'f> {
 }
 
 fn ioe(op: &'static str, path: &[u8], e: std::io::Error) -> Error {
-    Error::io(op, String::from_utf8_lossy(path).as_ref(), e)
+    Error::io_at(op, path, e)
 }
 
 fn list(fd: BorrowedFd<'_>, path: &[u8]) -> Result<Vec<(CString, Stat)>> {
@@ -273,7 +272,7 @@ fn differs(
 pub fn walk(
     layer: BorrowedFd<'_>,
     base: Option<BorrowedFd<'_>>,
-    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+    emit: &mut Emit<'_>,
 ) -> Result<()> {
     walk_with(layer, base, WalkOpts::default(), emit)
 }
@@ -294,28 +293,12 @@ pub fn walk_with(
     layer: BorrowedFd<'_>,
     base: Option<BorrowedFd<'_>>,
     opts: WalkOpts<'_>,
-    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+    emit: &mut Emit<'_>,
 ) -> Result<()> {
     let lroot = rustix::io::dup(layer).map_err(|e| ioe("dup", b"/", e.into()))?;
     let lst = rustix::fs::fstat(&lroot).map_err(|e| ioe("stat", b"/", e.into()))?;
-    // the root's own metadata: emitted as "./" when it differs
-    let root_differs = match base {
-        Some(b) => {
-            let bst = rustix::fs::fstat(b).map_err(|e| ioe("stat", b"/", e.into()))?;
-            lst.st_mode != bst.st_mode
-                || lst.st_uid != bst.st_uid
-                || lst.st_gid != bst.st_gid
-                || xattrs_of(XattrTarget::Fd(lroot.as_fd()), b"/")?
-                    != xattrs_of(XattrTarget::Fd(b), b"/")?
-        }
-        None => {
-            lst.st_mode & 0o7777 != 0o755
-                || lst.st_uid != 0
-                || lst.st_gid != 0
-                || !xattrs_of(XattrTarget::Fd(lroot.as_fd()), b"/")?.is_empty()
-        }
-    };
-    if root_differs {
+    if root_differs(lroot.as_fd(), &lst, base)? {
+        // the root's own metadata: emitted as "./"
         emit(DiffItem::Entry {
             path: b"",
             change: ChangeKind::Modified,
@@ -327,161 +310,226 @@ pub fn walk_with(
         Some(b) => Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?),
         None => None,
     };
-    let children = keep(
-        opts.filter,
-        merge(
-            list(lroot.as_fd(), b"")?,
-            match &pfd {
-                Some(p) => list(p.as_fd(), b"")?,
-                None => Vec::new(),
-            },
-        ),
-    );
-    let mut stack = vec![Frame {
-        filter: opts.filter.filter(|f| !f.all),
-        lfd: lroot,
+    let root = Frame::new(
+        opts.filter.filter(|f| !f.all),
+        lroot,
         pfd,
-        path: Vec::new(),
-        st: lst,
-        children: children.into_iter(),
-        emitted: true,
-    }];
-
-    fn flush(
-        stack: &mut [Frame<'_>],
-        emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
-    ) -> Result<()> {
-        for f in stack.iter_mut() {
-            if !f.emitted {
-                f.emitted = true;
-                emit(DiffItem::Entry {
-                    path: &f.path,
-                    change: ChangeKind::Modified,
-                    st: &f.st,
-                    src: DiffSource::Dir(f.lfd.as_fd()),
-                })?;
+        Vec::new(),
+        lst,
+        true,
+    )?;
+    let mut w = Walker {
+        stack: vec![root],
+        compare_content: opts.compare_content,
+    };
+    while let Some(top) = w.stack.last_mut() {
+        match top.children.next() {
+            Some(ch) => w.visit(ch, emit)?,
+            None => {
+                w.stack.pop();
             }
+        }
+    }
+    Ok(())
+}
+
+/// Does the root's own metadata differ from the base's (or, without a
+/// base, from an empty tree's: 0755 root:root, no xattrs)?
+pub fn root_differs(
+    lroot: BorrowedFd<'_>,
+    lst: &Stat,
+    base: Option<BorrowedFd<'_>>,
+) -> Result<bool> {
+    let lx = xattrs_of(XattrTarget::Fd(lroot), b"/")?;
+    Ok(match base {
+        Some(b) => {
+            let bst = rustix::fs::fstat(b).map_err(|e| ioe("stat", b"/", e.into()))?;
+            lst.st_mode != bst.st_mode
+                || lst.st_uid != bst.st_uid
+                || lst.st_gid != bst.st_gid
+                || lx != xattrs_of(XattrTarget::Fd(b), b"/")?
+        }
+        None => {
+            lst.st_mode & 0o7777 != 0o755 || lst.st_uid != 0 || lst.st_gid != 0 || !lx.is_empty()
+        }
+    })
+}
+
+impl<'f> Frame<'f> {
+    /// A directory to walk: its children merged from both sides and kept
+    /// to `filter`.
+    fn new(
+        filter: Option<&'f Filter>,
+        lfd: OwnedFd,
+        pfd: Option<OwnedFd>,
+        path: Vec<u8>,
+        st: Stat,
+        emitted: bool,
+    ) -> Result<Frame<'f>> {
+        let base = match &pfd {
+            Some(p) => list(p.as_fd(), &path)?,
+            None => Vec::new(),
+        };
+        let children = keep(filter, merge(list(lfd.as_fd(), &path)?, base));
+        Ok(Frame {
+            filter,
+            lfd,
+            pfd,
+            path,
+            st,
+            children: children.into_iter(),
+            emitted,
+        })
+    }
+}
+
+/// The walk's state: the directories being walked, the root first.
+struct Walker<'f> {
+    stack: Vec<Frame<'f>>,
+    compare_content: bool,
+}
+
+impl<'f> Walker<'f> {
+    /// Emit the entries of the directories on the way that are not out yet
+    /// (a directory holding a change is itself reported as modified).
+    fn flush(&mut self, emit: &mut Emit<'_>) -> Result<()> {
+        for f in self.stack.iter_mut().filter(|f| !f.emitted) {
+            f.emitted = true;
+            emit(DiffItem::Entry {
+                path: &f.path,
+                change: ChangeKind::Modified,
+                st: &f.st,
+                src: DiffSource::Dir(f.lfd.as_fd()),
+            })?;
         }
         Ok(())
     }
 
-    while let Some(top) = stack.last_mut() {
-        let Some(ch) = top.children.next() else {
-            stack.pop();
-            continue;
+    /// One child of the top directory.
+    fn visit(&mut self, ch: Child, emit: &mut Emit<'_>) -> Result<()> {
+        let Some(top) = self.stack.last() else {
+            return Ok(());
         };
         let path = join(&top.path, ch.name.as_bytes());
-        let dir_mtime = (top.st.st_mtime, top.st.st_mtime_nsec as u32);
-        match (&ch.l, &ch.p) {
-            (None, Some(_)) => {
-                flush(&mut stack, emit)?;
-                emit(DiffItem::Whiteout {
-                    path: &path,
-                    mtime: dir_mtime,
-                })?;
+        let Some(ls) = ch.l else {
+            if ch.p.is_some() {
+                let mtime = (top.st.st_mtime, top.st.st_mtime_nsec as u32);
+                self.flush(emit)?;
+                emit(DiffItem::Whiteout { path: &path, mtime })?;
             }
-            (Some(ls), p) => {
-                let ft = fsx::file_type(ls);
-                let same_type = p.as_ref().is_some_and(|ps| fsx::file_type(ps) == ft);
-                let changed = match (p, same_type) {
-                    (None, _) => Some(ChangeKind::Added),
-                    (Some(_), false) => Some(ChangeKind::Modified),
-                    (Some(ps), true) => {
-                        let pdir = top.pfd.as_ref().map(|f| f.as_fd());
-                        let Some(pdir) = pdir else {
-                            return Err(ioe("walk", &path, std::io::Error::other("no base dir")));
-                        };
-                        if differs(
-                            top.lfd.as_fd(),
-                            pdir,
-                            &ch.name,
-                            ls,
-                            ps,
-                            &path,
-                            opts.compare_content,
-                        )? {
-                            Some(ChangeKind::Modified)
-                        } else {
-                            None
-                        }
-                    }
-                };
-                let sub = if ft == FileType::Directory {
-                    let lfd = fsx::open_dir_at(top.lfd.as_fd(), &ch.name)
-                        .map_err(|e| ioe("open", &path, e))?;
-                    let pfd = if same_type {
-                        match &top.pfd {
-                            Some(p) => Some(
-                                fsx::open_dir_at(p.as_fd(), &ch.name)
-                                    .map_err(|e| ioe("open", &path, e))?,
-                            ),
-                            None => None,
-                        }
-                    } else {
-                        None
-                    };
-                    Some((lfd, pfd))
-                } else {
-                    None
-                };
-                if let Some(kind) = changed {
-                    flush(&mut stack, emit)?;
-                    let top = stack.last().map(|t| t.lfd.as_fd());
-                    let Some(parent) = top else { break };
-                    match &sub {
-                        Some((lfd, _)) => emit(DiffItem::Entry {
-                            path: &path,
-                            change: kind,
-                            st: ls,
-                            src: DiffSource::Dir(lfd.as_fd()),
-                        })?,
-                        None => emit(DiffItem::Entry {
-                            path: &path,
-                            change: kind,
-                            st: ls,
-                            src: DiffSource::At(parent, &ch.name),
-                        })?,
-                    }
-                }
-                // what to look at below: everything under a new directory;
-                // else the filter's subtree (nothing when it has none)
-                let parent_filter = stack.last().and_then(|t| t.filter);
-                let sub_filter = match (parent_filter, pfd_is_some(&sub)) {
-                    (_, false) => None,
-                    (None, true) => None,
-                    (Some(f), true) => match f.child(ch.name.as_bytes()) {
-                        Some(c) if c.all => None,
-                        Some(c) => Some(c),
-                        None => Some(&EMPTY),
-                    },
-                };
-                let skip = sub_filter.is_some_and(|f| f.is_empty());
-                if let (Some((lfd, pfd)), false) = (sub, skip) {
-                    let children = keep(
-                        sub_filter,
-                        merge(
-                            list(lfd.as_fd(), &path)?,
-                            match &pfd {
-                                Some(p) => list(p.as_fd(), &path)?,
-                                None => Vec::new(),
-                            },
-                        ),
-                    );
-                    stack.push(Frame {
-                        filter: sub_filter,
-                        lfd,
-                        pfd,
-                        path,
-                        st: *ls,
-                        children: children.into_iter(),
-                        emitted: changed.is_some(),
-                    });
-                }
-            }
-            (None, None) => {}
+            return Ok(());
+        };
+        let ft = fsx::file_type(&ls);
+        let same_type = ch.p.as_ref().is_some_and(|ps| fsx::file_type(ps) == ft);
+        let changed = self.change_of(&ch.name, &ls, ch.p.as_ref(), same_type, &path)?;
+        let sub = if ft == FileType::Directory {
+            Some(self.open_sub(&ch.name, same_type, &path)?)
+        } else {
+            None
+        };
+        if let Some(kind) = changed {
+            self.flush(emit)?;
+            let Some(parent) = self.stack.last().map(|t| t.lfd.as_fd()) else {
+                return Ok(());
+            };
+            let src = match &sub {
+                Some((lfd, _)) => DiffSource::Dir(lfd.as_fd()),
+                None => DiffSource::At(parent, &ch.name),
+            };
+            emit(DiffItem::Entry {
+                path: &path,
+                change: kind,
+                st: &ls,
+                src,
+            })?;
         }
+        if let Some((lfd, pfd)) = sub {
+            self.descend(&ch.name, lfd, pfd, path, ls, changed.is_some())?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Added, modified, or unchanged (`None`).
+    fn change_of(
+        &self,
+        name: &CString,
+        ls: &Stat,
+        p: Option<&Stat>,
+        same_type: bool,
+        path: &[u8],
+    ) -> Result<Option<ChangeKind>> {
+        let Some(ps) = p else {
+            return Ok(Some(ChangeKind::Added));
+        };
+        if !same_type {
+            return Ok(Some(ChangeKind::Modified));
+        }
+        let Some(top) = self.stack.last() else {
+            return Ok(None);
+        };
+        let Some(pdir) = top.pfd.as_ref() else {
+            return Err(ioe("walk", path, std::io::Error::other("no base dir")));
+        };
+        let d = differs(
+            top.lfd.as_fd(),
+            pdir.as_fd(),
+            name,
+            ls,
+            ps,
+            path,
+            self.compare_content,
+        )?;
+        Ok(d.then_some(ChangeKind::Modified))
+    }
+
+    /// Open a child directory on both sides (the base side only when it is
+    /// a directory there too).
+    fn open_sub(
+        &self,
+        name: &CString,
+        same_type: bool,
+        path: &[u8],
+    ) -> Result<(OwnedFd, Option<OwnedFd>)> {
+        let Some(top) = self.stack.last() else {
+            return Err(ioe("walk", path, std::io::Error::other("no directory")));
+        };
+        let lfd = fsx::open_dir_at(top.lfd.as_fd(), name).map_err(|e| ioe("open", path, e))?;
+        let pfd = match (&top.pfd, same_type) {
+            (Some(p), true) => {
+                Some(fsx::open_dir_at(p.as_fd(), name).map_err(|e| ioe("open", path, e))?)
+            }
+            _ => None,
+        };
+        Ok((lfd, pfd))
+    }
+
+    /// Walk into a child directory: everything under a new directory; else
+    /// the filter's subtree (nothing when it has none).
+    fn descend(
+        &mut self,
+        name: &CString,
+        lfd: OwnedFd,
+        pfd: Option<OwnedFd>,
+        path: Vec<u8>,
+        st: Stat,
+        emitted: bool,
+    ) -> Result<()> {
+        let parent_filter = self.stack.last().and_then(|t| t.filter);
+        let sub_filter = match (parent_filter, pfd.is_some()) {
+            (_, false) | (None, true) => None,
+            (Some(f), true) => match f.child(name.as_bytes()) {
+                Some(c) if c.all => None,
+                Some(c) => Some(c),
+                None => Some(&EMPTY),
+            },
+        };
+        if sub_filter.is_some_and(|f| f.is_empty()) {
+            return Ok(());
+        }
+        let frame = Frame::new(sub_filter, lfd, pfd, path, st, emitted)?;
+        self.stack.push(frame);
+        Ok(())
+    }
 }
 
 static EMPTY: Filter = Filter {
@@ -489,14 +537,8 @@ static EMPTY: Filter = Filter {
     all: false,
 };
 
-fn pfd_is_some(sub: &Option<(OwnedFd, Option<OwnedFd>)>) -> bool {
-    matches!(sub, Some((_, Some(_))))
-}
-
 /// Collect the changes of a walk, sorted like `docker diff`.
-pub fn collect_changes(
-    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()>,
-) -> Result<Vec<Change>> {
+pub fn collect_changes(walk_fn: impl FnOnce(&mut Emit<'_>) -> Result<()>) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     walk_fn(&mut |item| {
         if let Some((kind, path)) = item.change()
@@ -512,9 +554,7 @@ pub fn collect_changes(
 }
 
 /// Bytes of regular-file content added or changed by a walk.
-pub fn collect_size(
-    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()>,
-) -> Result<u64> {
+pub fn collect_size(walk_fn: impl FnOnce(&mut Emit<'_>) -> Result<()>) -> Result<u64> {
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
     walk_fn(&mut |item| {
@@ -530,12 +570,12 @@ pub fn collect_size(
 }
 
 /// A driver's diff built from its walk: writes the tar and reports which
-/// walk made it (`native` / `naive`).
+/// walk made it.
 pub fn write_diff_with(
     out: &mut dyn std::io::Write,
-    walk_fn: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<&'static str>,
+    walk_fn: impl FnOnce(&mut Emit<'_>) -> Result<DiffMethod>,
 ) -> Result<crate::DiffStats> {
-    let mut method = "";
+    let mut method = DiffMethod::Naive;
     let (_, bytes, entries) = crate::archive::write_diff(out, |emit| {
         method = walk_fn(emit)?;
         Ok(())

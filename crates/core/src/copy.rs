@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
-use crate::archive::write::data_segments;
 use crate::fsx::{self, XattrTarget};
 use crate::resolve::{join, open_beneath, split_parent};
 use crate::whiteout;
@@ -115,12 +114,12 @@ fn copy_data(
         }
     }
     let segs = if (st.st_blocks as u64) * 512 < size {
-        data_segments(src, size)?
+        fsx::data_segments(src, size)?
     } else {
         None
     };
     let segs = segs.unwrap_or_else(|| {
-        vec![crate::archive::tarfmt::Segment {
+        vec![fsx::Segment {
             offset: 0,
             len: size,
         }]
@@ -205,102 +204,129 @@ pub fn copy_node(
     dname: &CStr,
     stats: Option<&CopyStats>,
 ) -> io::Result<()> {
-    copy_node_with(
-        sdir,
-        sname,
-        st,
-        ddir,
-        dname,
-        DataCopy::Auto,
+    let opts = TreeCopy {
         stats,
-        false,
-        &Ctx::new(),
-        Parent::UNKNOWN,
-    )
+        ..TreeCopy::default()
+    };
+    let c = Copier::new(opts);
+    let src = Node {
+        dir: sdir,
+        name: sname,
+        st,
+    };
+    c.node(src, ddir, dname, Parent::UNKNOWN)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_node_with(
-    sdir: BorrowedFd<'_>,
-    sname: &CStr,
-    st: &Stat,
-    ddir: BorrowedFd<'_>,
-    dname: &CStr,
-    mode: DataCopy,
-    stats: Option<&CopyStats>,
-    keep_overlay: bool,
-    ctx: &Ctx,
-    parent: Parent,
-) -> io::Result<()> {
-    let ft = fsx::file_type(st);
-    let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
-    let (default_owner, default_mode) = parent.defaults(ctx, st);
-    match ft {
-        FileType::RegularFile => {
-            let sfd = fsx::open_file_at(sdir, sname)?;
-            let dfd = rfs::openat(
-                ddir,
-                dname,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(st.st_mode & 0o777),
-            )?;
-            copy_data(
-                sfd.as_fd(),
-                dfd.as_fd(),
-                st.st_size as u64,
-                st,
-                mode,
-                stats,
-                ctx,
-            )?;
-            if !default_owner {
-                fsx::chown_fd(dfd.as_fd(), st.st_uid, st.st_gid)?;
-            }
-            if !default_mode {
-                rfs::fchmod(&dfd, perm)?;
-            }
-            copy_xattrs(
-                XattrTarget::Fd(sfd.as_fd()),
-                XattrTarget::Fd(dfd.as_fd()),
-                keep_overlay,
-            )?;
-            fsx::set_times_fd(dfd.as_fd(), fsx::atime_of(st), fsx::mtime_of(st))?;
-            if let Some(s) = stats {
-                s.files.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        FileType::Symlink => {
-            let t = rfs::readlinkat(sdir, sname, Vec::new())?;
-            rfs::symlinkat(t.as_c_str(), ddir, dname)?;
-            if !default_owner {
-                fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
-            }
-            copy_xattrs(
-                XattrTarget::At(sdir, sname.to_bytes()),
-                XattrTarget::At(ddir, dname.to_bytes()),
-                keep_overlay,
-            )?;
-            fsx::set_times_at(ddir, dname, fsx::atime_of(st), fsx::mtime_of(st))?;
-        }
-        FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
-            rfs::mknodat(ddir, dname, ft, Mode::from_raw_mode(0o600), st.st_rdev)?;
-            fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
-            rfs::chmodat(ddir, dname, perm, rfs::AtFlags::empty())?;
-            copy_xattrs(
-                XattrTarget::At(sdir, sname.to_bytes()),
-                XattrTarget::At(ddir, dname.to_bytes()),
-                keep_overlay,
-            )?;
-            fsx::set_times_at(ddir, dname, fsx::atime_of(st), fsx::mtime_of(st))?;
-        }
-        FileType::Directory | FileType::Unknown => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a copyable non-directory",
-            ));
+/// A source inode: its directory, its name, its stat.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+    st: &'a Stat,
+}
+
+/// What a copy carries along: its options and what decides defaults.
+struct Copier<'o> {
+    opts: TreeCopy<'o>,
+    ctx: Ctx,
+}
+
+impl<'o> Copier<'o> {
+    fn new(opts: TreeCopy<'o>) -> Copier<'o> {
+        Copier {
+            opts,
+            ctx: Ctx::new(),
         }
     }
-    Ok(())
+
+    fn xattrs(&self, src: XattrTarget<'_>, dst: XattrTarget<'_>) -> io::Result<()> {
+        copy_xattrs(src, dst, self.opts.keep_overlay_xattrs)
+    }
+
+    /// Copy a non-directory to `dname` in `ddir` (made in a directory
+    /// whose defaults are `parent`).
+    fn node(
+        &self,
+        src: Node<'_>,
+        ddir: BorrowedFd<'_>,
+        dname: &CStr,
+        parent: Parent,
+    ) -> io::Result<()> {
+        let st = src.st;
+        let (default_owner, default_mode) = parent.defaults(&self.ctx, st);
+        let ft = fsx::file_type(st);
+        match ft {
+            FileType::RegularFile => {
+                return self.file(src, ddir, dname, (default_owner, default_mode));
+            }
+            FileType::Symlink => {
+                let t = rfs::readlinkat(src.dir, src.name, Vec::new())?;
+                rfs::symlinkat(t.as_c_str(), ddir, dname)?;
+                if !default_owner {
+                    fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
+                }
+            }
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                rfs::mknodat(ddir, dname, ft, Mode::from_raw_mode(0o600), st.st_rdev)?;
+                fsx::chown_at(ddir, dname, st.st_uid, st.st_gid)?;
+                let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
+                rfs::chmodat(ddir, dname, perm, rfs::AtFlags::empty())?;
+            }
+            FileType::Directory | FileType::Unknown => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a copyable non-directory",
+                ));
+            }
+        }
+        self.xattrs(
+            XattrTarget::At(src.dir, src.name.to_bytes()),
+            XattrTarget::At(ddir, dname.to_bytes()),
+        )?;
+        fsx::set_times_at(ddir, dname, fsx::atime_of(st), fsx::mtime_of(st))
+    }
+
+    /// A regular file: its data (shared, copied in the kernel, or read and
+    /// written, holes kept), then its attributes.
+    fn file(
+        &self,
+        src: Node<'_>,
+        ddir: BorrowedFd<'_>,
+        dname: &CStr,
+        defaults: (bool, bool),
+    ) -> io::Result<()> {
+        let st = src.st;
+        let sfd = fsx::open_file_at(src.dir, src.name)?;
+        let flags =
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dfd = rfs::openat(ddir, dname, flags, Mode::from_raw_mode(st.st_mode & 0o777))?;
+        let size = st.st_size as u64;
+        copy_data(
+            sfd.as_fd(),
+            dfd.as_fd(),
+            size,
+            st,
+            self.opts.data,
+            self.opts.stats,
+            &self.ctx,
+        )?;
+        let (default_owner, default_mode) = defaults;
+        if !default_owner {
+            fsx::chown_fd(dfd.as_fd(), st.st_uid, st.st_gid)?;
+        }
+        if !default_mode {
+            rfs::fchmod(&dfd, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        }
+        self.xattrs(XattrTarget::Fd(sfd.as_fd()), XattrTarget::Fd(dfd.as_fd()))?;
+        fsx::set_times_fd(dfd.as_fd(), fsx::atime_of(st), fsx::mtime_of(st))?;
+        if let Some(s) = self.opts.stats {
+            s.files.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// Give a new directory the source's owner, mode and xattrs; returns what
@@ -358,120 +384,135 @@ impl Default for TreeCopy<'_> {
 /// including the root directory's own attributes. Hardlinks inside the
 /// tree stay hardlinks. Errors name the path inside the tree.
 pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, opts: TreeCopy<'_>) -> io::Result<()> {
-    struct Frame {
+    let mut t = TreeCopier {
+        c: Copier::new(opts),
+        dst,
+        links: HashMap::new(),
+        stack: Vec::new(),
+    };
+    let sroot = rustix::io::dup(src)?;
+    let droot = rustix::io::dup(dst)?;
+    let st = rfs::fstat(&sroot)?;
+    t.enter(sroot, droot, st, Vec::new(), Parent::UNKNOWN)?;
+    while let Some(top) = t.stack.last_mut() {
+        match top.entries.next() {
+            Some(e) => t.entry(e)?,
+            None => t.leave()?,
+        }
+    }
+    Ok(())
+}
+
+/// A directory being copied.
+struct Frame {
+    sfd: OwnedFd,
+    dfd: OwnedFd,
+    st: Stat,
+    path: Vec<u8>,
+    entries: std::vec::IntoIter<fsx::DirEntry>,
+    /// What entries made in `dfd` inherit.
+    inherit: Parent,
+}
+
+/// A tree copy: the directories on the way, and the first copy of each
+/// multiply-linked inode.
+struct TreeCopier<'o, 'd> {
+    c: Copier<'o>,
+    dst: BorrowedFd<'d>,
+    links: HashMap<(u64, u64), Vec<u8>>,
+    stack: Vec<Frame>,
+}
+
+/// An error naming the path inside the tree.
+fn at(p: &[u8], e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
+    io::Error::new(e.kind(), format!("{}: {e}", crate::error::Name(p.to_vec())))
+}
+
+impl TreeCopier<'_, '_> {
+    /// Give a new directory its attributes and walk into it.
+    fn enter(
+        &mut self,
         sfd: OwnedFd,
         dfd: OwnedFd,
         st: Stat,
         path: Vec<u8>,
-        entries: std::vec::IntoIter<fsx::DirEntry>,
-        /// What entries made in `dfd` inherit.
-        inherit: Parent,
+        parent: Parent,
+    ) -> io::Result<()> {
+        let keep = self.c.opts.keep_overlay_xattrs;
+        let inherit = copy_dir_meta(sfd.as_fd(), &st, dfd.as_fd(), keep, &self.c.ctx, parent)
+            .map_err(|e| at(&path, e))?;
+        let entries = fsx::read_dir_sorted(sfd.as_fd())
+            .map_err(|e| at(&path, e))?
+            .into_iter();
+        self.stack.push(Frame {
+            sfd,
+            dfd,
+            st,
+            path,
+            entries,
+            inherit,
+        });
+        Ok(())
     }
-    let cx = Ctx::new();
-    let ctx = |p: &[u8], e: io::Error| -> io::Error {
-        io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(p)))
-    };
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let sroot = rustix::io::dup(src)?;
-    let droot = rustix::io::dup(dst)?;
-    let st = rfs::fstat(&sroot)?;
-    let inherit = copy_dir_meta(
-        sroot.as_fd(),
-        &st,
-        droot.as_fd(),
-        opts.keep_overlay_xattrs,
-        &cx,
-        Parent::UNKNOWN,
-    )
-    .map_err(|e| ctx(b"/", e))?;
-    let entries = fsx::read_dir_sorted(sroot.as_fd())?.into_iter();
-    let mut stack = vec![Frame {
-        sfd: sroot,
-        dfd: droot,
-        st,
-        path: Vec::new(),
-        entries,
-        inherit,
-    }];
-    while let Some(top) = stack.last_mut() {
-        let Some(e) = top.entries.next() else {
-            if let Some(f) = stack.pop() {
-                fsx::set_times_fd(f.dfd.as_fd(), fsx::atime_of(&f.st), fsx::mtime_of(&f.st))
-                    .map_err(|e| ctx(&f.path, e))?;
-            }
-            continue;
+
+    /// A directory is done: its times go last (its entries changed them).
+    fn leave(&mut self) -> io::Result<()> {
+        if let Some(f) = self.stack.pop() {
+            fsx::set_times_fd(f.dfd.as_fd(), fsx::atime_of(&f.st), fsx::mtime_of(&f.st))
+                .map_err(|e| at(&f.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, e: fsx::DirEntry) -> io::Result<()> {
+        let Some(top) = self.stack.last() else {
+            return Ok(());
         };
         let path = join(&top.path, e.name.to_bytes());
-        let st = fsx::stat_at(top.sfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
-        let ft = fsx::file_type(&st);
-        if ft == FileType::Directory {
-            rfs::mkdirat(
-                &top.dfd,
-                e.name.as_c_str(),
-                Mode::from_raw_mode(st.st_mode & 0o777),
-            )
-            .map_err(|er| ctx(&path, er.into()))?;
-            let sfd = fsx::open_dir_at(top.sfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
-            let dfd = fsx::open_dir_at(top.dfd.as_fd(), &e.name).map_err(|er| ctx(&path, er))?;
-            let inherit = copy_dir_meta(
-                sfd.as_fd(),
-                &st,
-                dfd.as_fd(),
-                opts.keep_overlay_xattrs,
-                &cx,
-                top.inherit,
-            )
-            .map_err(|er| ctx(&path, er))?;
-            let entries = fsx::read_dir_sorted(sfd.as_fd())
-                .map_err(|er| ctx(&path, er))?
-                .into_iter();
-            stack.push(Frame {
-                sfd,
-                dfd,
-                st,
-                path,
-                entries,
-                inherit,
-            });
-            continue;
+        let st = fsx::stat_at(top.sfd.as_fd(), &e.name).map_err(|er| at(&path, er))?;
+        if fsx::file_type(&st) == FileType::Directory {
+            let perm = Mode::from_raw_mode(st.st_mode & 0o777);
+            rfs::mkdirat(&top.dfd, e.name.as_c_str(), perm).map_err(|er| at(&path, er))?;
+            let sfd = fsx::open_dir_at(top.sfd.as_fd(), &e.name).map_err(|er| at(&path, er))?;
+            let dfd = fsx::open_dir_at(top.dfd.as_fd(), &e.name).map_err(|er| at(&path, er))?;
+            let inherit = top.inherit;
+            return self.enter(sfd, dfd, st, path, inherit);
         }
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
-            if let Some(first) = links.get(&key) {
-                let (fdir, fbase) = split_parent(first);
-                let fdirfd = open_beneath(
-                    dst,
-                    fdir,
-                    OFlags::PATH | OFlags::DIRECTORY,
-                    crate::resolve::openat2_available(),
-                )
-                .map_err(|er| ctx(&path, er))?;
-                let fb = fsx::cstr(fbase)?;
-                rfs::linkat(
-                    &fdirfd,
-                    fb.as_c_str(),
-                    &top.dfd,
-                    e.name.as_c_str(),
-                    rfs::AtFlags::empty(),
-                )
-                .map_err(|er| ctx(&path, er.into()))?;
-                continue;
+            if let Some(first) = self.links.get(&key) {
+                return self.link_again(first.clone(), &e.name, &path);
             }
-            links.insert(key, path.clone());
+            self.links.insert(key, path.clone());
         }
-        copy_node_with(
-            top.sfd.as_fd(),
-            &e.name,
-            &st,
-            top.dfd.as_fd(),
-            &e.name,
-            opts.data,
-            opts.stats,
-            opts.keep_overlay_xattrs,
-            &cx,
-            top.inherit,
-        )
-        .map_err(|er| ctx(&path, er))?;
+        let src = Node {
+            dir: top.sfd.as_fd(),
+            name: &e.name,
+            st: &st,
+        };
+        self.c
+            .node(src, top.dfd.as_fd(), &e.name, top.inherit)
+            .map_err(|er| at(&path, er))
     }
-    Ok(())
+
+    /// Another name of an inode copied already: a hardlink to the copy.
+    fn link_again(&self, first: Vec<u8>, name: &CStr, path: &[u8]) -> io::Result<()> {
+        let Some(top) = self.stack.last() else {
+            return Ok(());
+        };
+        let (fdir, fbase) = split_parent(&first);
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
+        let fdirfd = open_beneath(self.dst, fdir, flags, crate::resolve::openat2_available())
+            .map_err(|er| at(path, er))?;
+        let fb = fsx::cstr(fbase)?;
+        rfs::linkat(
+            &fdirfd,
+            fb.as_c_str(),
+            &top.dfd,
+            name,
+            rfs::AtFlags::empty(),
+        )
+        .map_err(|er| at(path, er))
+    }
 }

@@ -1,16 +1,18 @@
 //! The storage driver trait and the types it speaks.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt;
 use std::io::{Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::tar::RawSink;
 use crate::error::{Error, Result};
 use crate::id::LayerId;
+
+pub use crate::archive::ApplyStats;
+pub use crate::walk::{Change, ChangeKind, DiffMethod, WalkPurpose};
 
 /// What a driver can do; the conformance suite branches on these, never on
 /// driver names.
@@ -35,6 +37,23 @@ pub struct Capabilities {
     pub trusted_xattrs: bool,
 }
 
+impl Capabilities {
+    /// What a backend that runs as root on a file system with every
+    /// feature has (kernel backends: overlay2, btrfs); `native_diff` and
+    /// `max_depth` are the backend's to say.
+    pub fn full(native_diff: bool, max_depth: Option<usize>) -> Capabilities {
+        Capabilities {
+            native_diff,
+            max_depth,
+            shares_data: true,
+            read_only_mounts: true,
+            privileged: true,
+            user_xattrs: true,
+            trusted_xattrs: true,
+        }
+    }
+}
+
 /// Options of `create` / `create_rw`, like Docker's `--storage-opt`.
 /// No driver accepts options it does not understand: an unknown key is an
 /// `InvalidInput` error naming it.
@@ -56,99 +75,15 @@ impl CreateOpts {
     }
 }
 
-/// What `apply_diff` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyStats {
-    /// `sha256:` of the uncompressed tar stream (every byte, including the
-    /// end-of-archive blocks and anything after them).
-    pub diff_id: String,
-    /// Bytes of the uncompressed tar stream.
-    pub tar_bytes: u64,
-    /// Bytes of file content the layer received (its size, as Docker counts).
-    pub size: u64,
-    /// Tar entries applied (headers of PAX / GNU extensions not counted).
-    pub entries: u64,
-}
-
 /// What `diff` wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DiffStats {
+    /// Bytes of the tar written.
     pub tar_bytes: u64,
+    /// Tar entries written.
     pub entries: u64,
-    /// The path that produced it: `native` or `naive`.
-    pub method: &'static str,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ChangeKind {
-    Added,
-    Modified,
-    Deleted,
-}
-
-impl ChangeKind {
-    /// The letter `docker diff` prints.
-    pub fn letter(self) -> char {
-        match self {
-            ChangeKind::Added => 'A',
-            ChangeKind::Modified => 'C',
-            ChangeKind::Deleted => 'D',
-        }
-    }
-}
-
-/// One changed path of a layer against its parent. `path` is absolute
-/// (`/etc/passwd`) and may hold any bytes but NUL.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Change {
-    pub kind: ChangeKind,
-    pub path: PathBuf,
-}
-
-impl Change {
-    pub fn new(kind: ChangeKind, rel: &[u8]) -> Change {
-        let mut p = Vec::with_capacity(rel.len() + 1);
-        p.push(b'/');
-        p.extend_from_slice(rel);
-        Change {
-            kind,
-            path: PathBuf::from(OsString::from_vec(p)),
-        }
-    }
-}
-
-impl PartialOrd for Change {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Change {
-    /// Sorted by path bytes (like `docker diff`), then kind.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.path
-            .as_os_str()
-            .as_bytes()
-            .cmp(other.path.as_os_str().as_bytes())
-            .then(self.kind.cmp(&other.kind))
-    }
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.kind.letter(),
-            crate::error::Name(self.path.as_os_str().as_bytes().to_vec())
-        )
-    }
-}
-
-impl fmt::Debug for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
+    /// How the changes were found.
+    pub method: DiffMethod,
 }
 
 /// A layer as `layers()` lists it.
@@ -160,6 +95,9 @@ pub struct LayerInfo {
     pub rw: bool,
     /// Seconds since the epoch.
     pub created: i64,
+    /// Live references of `mount` not yet dropped by `unmount`.
+    #[serde(default)]
+    pub mount_count: u32,
 }
 
 /// Which base to compare a layer with in `diff` / `changes` / `diff_size`.
@@ -231,8 +169,15 @@ pub trait Driver: Send + Sync + fmt::Debug {
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: &mut (dyn Read + Send),
-        raw: Option<&mut dyn crate::archive::tarfmt::RawSink>,
+        raw: Option<&mut dyn RawSink>,
     ) -> Result<ApplyStats>;
+
+    /// Turn the read-write layer `id` into the read-only layer `new_id`,
+    /// in place and in O(1) (no data is copied): what containerd's Commit
+    /// and `container commit` need. `id` must not be mounted and must have
+    /// no children; afterwards `id` no longer exists, and `new_id` has the
+    /// same parent and the same view.
+    fn commit(&self, id: &LayerId, new_id: &LayerId) -> Result<()>;
 
     /// Mount the layer's merged view and return its path. Reference counted
     /// across processes: every `mount` needs one `unmount`.

@@ -55,6 +55,14 @@ impl fmt::Debug for Name {
     }
 }
 
+impl Name {
+    /// The printable form of a path (its bytes, escaped).
+    pub fn of_path(p: &Path) -> Name {
+        use std::os::unix::ffi::OsStrExt;
+        Name(p.as_os_str().as_bytes().to_vec())
+    }
+}
+
 impl From<&[u8]> for Name {
     fn from(b: &[u8]) -> Self {
         Name(b.to_vec())
@@ -105,8 +113,9 @@ pub enum Error {
     Corrupt { path: PathBuf, reason: String },
 
     // Messages include their cause and do not also expose it as `source()`,
-    // so that `{:#}` chains print each cause once.
-    #[error("{op} {path}: {err}")]
+    // so that `{:#}` chains print each cause once. The path is escaped
+    // (names come from layers and may hold control bytes).
+    #[error("{op} {}: {err}", Name::of_path(path))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -163,6 +172,17 @@ impl Error {
         Error::Io {
             op,
             path: path.as_ref().to_path_buf(),
+            err: source.into(),
+        }
+    }
+
+    /// An I/O error at a path given as bytes (a name inside a layer): the
+    /// bytes are kept as they are, never converted lossily.
+    pub fn io_at(op: &'static str, path: &[u8], source: impl Into<io::Error>) -> Error {
+        use std::os::unix::ffi::OsStrExt;
+        Error::Io {
+            op,
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
             err: source.into(),
         }
     }
@@ -256,5 +276,18 @@ mod tests {
         assert!(msg.contains("etc/passwd"), "{msg}");
         let nested = Error::entry(b"other", e);
         assert!(nested.to_string().contains("etc/passwd"));
+    }
+
+    #[test]
+    fn io_errors_keep_name_bytes_and_escape_them() {
+        let e = Error::io_at("open", b"a\x1b]0;x\xff", io::Error::from_raw_os_error(2));
+        let Error::Io { path, .. } = &e else {
+            panic!("{e:?}")
+        };
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(path.as_os_str().as_bytes(), b"a\x1b]0;x\xff");
+        let msg = e.to_string();
+        assert!(!msg.contains('\x1b'), "{msg}");
+        assert!(msg.contains("\\u{1b}") && msg.contains("\\xff"), "{msg}");
     }
 }

@@ -103,6 +103,25 @@ pub fn unmount_path(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Bind-mount `source` at `target`; a read-only one is also `nosuid` and
+/// `nodev` (a bind mount takes its flags from a remount, not from the
+/// first call).
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> io::Result<()> {
+    rustix::mount::mount_bind(source, target)?;
+    if !read_only {
+        return Ok(());
+    }
+    let flags = rustix::mount::MountFlags::BIND
+        | rustix::mount::MountFlags::RDONLY
+        | rustix::mount::MountFlags::NOSUID
+        | rustix::mount::MountFlags::NODEV;
+    if let Err(e) = rustix::mount::mount_remount(target, flags, c"") {
+        let _ = unmount_path(target);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Unmount everything at or below `prefix`; returns how many.
 pub fn unmount_all_under(prefix: &Path) -> io::Result<usize> {
     let ms = mounts_under(prefix)?;

@@ -25,6 +25,32 @@ pub trait DriverFactory: Send + Sync {
     fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>>;
 }
 
+/// A registry entry made of plain functions (what every driver crate
+/// exports as `ENTRY`).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// The driver's name.
+    pub name: &'static str,
+    /// `Ok` when the driver works on a root on this machine.
+    pub supported: fn(&Path) -> Result<()>,
+    /// Open the driver on a root.
+    pub open: fn(&Path, DriverOptions) -> Result<Box<dyn Driver>>,
+}
+
+impl DriverFactory for Entry {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn supported(&self, root: &Path) -> Result<()> {
+        (self.supported)(root)
+    }
+
+    fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
+        (self.open)(root, opts)
+    }
+}
+
 /// Registered drivers, in `auto`'s order of preference.
 #[derive(Default)]
 pub struct Registry {
@@ -96,16 +122,7 @@ impl Registry {
         }
         f.supported(&root)?;
         // record under a lock so that two first openers agree
-        let lock_path = root.join(".driver.lock");
-        #[allow(clippy::disallowed_methods)]
-        let lf = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open lock", &lock_path)?;
-        rustix::fs::flock(&lf, rustix::fs::FlockOperation::LockExclusive)
-            .ctx("lock", &lock_path)?;
+        let lf = crate::state::lock(&root.join(".driver.lock"))?;
         match Self::recorded(&root)? {
             Some(rec) if rec != name => {
                 return Err(Error::DriverMismatch {
@@ -147,6 +164,7 @@ impl Registry {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the root itself, not layer content
 fn canonical(p: &Path) -> Result<PathBuf> {
     p.canonicalize().ctx("resolve root", p)
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use serde_json::json;
 use strata_core::DiffBase;
-use strata_core::archive::tarfmt::{Kind, TarWriter, WriteHead};
+use strata_core::archive::tar::{Kind, TarWriter, WriteHead};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result};
@@ -120,9 +120,9 @@ impl Store {
             .write_head(&head(name.as_bytes(), size, mtime))
             .ctx("write", name)?;
         let mut w = EntryWriter { tar, written: 0 };
-        let mut h = crate::digest_writer::DigestWriter::new(&mut w);
+        let mut h = strata_core::Hashing::new(&mut w);
         let copied = std::io::copy(&mut (&mut f).take(size), &mut h).ctx("copy blob", &p)?;
-        let got = h.finish();
+        let (_, got, _) = h.finish();
         if copied != size || got != *d {
             return Err(Error::DigestMismatch {
                 what: format!("stored blob {}", p.display()),

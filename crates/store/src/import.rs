@@ -9,7 +9,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use strata_core::archive::tarfmt::{Kind, TarReader};
+use strata_core::archive::tar::{Kind, TarReader};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result, archive};
@@ -421,7 +421,7 @@ fn diff_ids(config: &[u8], what: &Path) -> Result<Vec<Digest>> {
         .map(|d| {
             d.as_str()
                 .ok_or_else(|| archive(what, "diff_id is not a string"))
-                .and_then(Digest::parse)
+                .and_then(|s| Ok(Digest::parse(s)?))
         })
         .collect()
 }

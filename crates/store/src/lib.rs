@@ -27,8 +27,11 @@
 //! no record claims; recovery (at open, when no other process is at work)
 //! removes them.
 
+// The store keeps its own records, blobs and lock files by path; it never
+// opens layer contents by path (those go through the driver).
+#![allow(clippy::disallowed_methods)]
+
 pub mod digest;
-pub mod digest_writer;
 pub mod error;
 pub mod export;
 pub mod import;
@@ -516,9 +519,7 @@ impl Store {
             None => None,
         };
         let mut tee = Tee {
-            inner: input,
-            hasher: sha2::Sha256::default(),
-            count: 0,
+            inner: strata_core::Hashing::new(input),
             copy: match &blob_tmp {
                 Some(t) => Some(std::io::BufWriter::new(t.reopen().ctx("reopen", t.path())?)),
                 None => None,
@@ -548,19 +549,15 @@ impl Store {
                 err: e,
             });
         }
-        let blob_digest = Digest::parse(&format!(
-            "sha256:{}",
-            hex::encode(sha2::Digest::finalize(tee.hasher))
-        ))?;
-        let blob_size = tee.count;
         if let Some(mut c) = tee.copy.take() {
             c.flush().ctx("write blob", self.tmp_dir())?;
         }
+        let (_, blob_digest, blob_size) = tee.inner.finish();
         let undo = |e: Error| -> Error {
             let _ = self.driver.remove(&cache);
             e
         };
-        let diff_id = Digest::parse(&stats.diff_id).map_err(undo)?;
+        let diff_id = stats.diff_id.clone();
         if let Some(want) = expected_diff
             && *want != diff_id
         {
@@ -1322,9 +1319,7 @@ impl Drop for Unmark {
 
 /// Reads through, hashing and counting every byte, optionally copying it.
 struct Tee<'a, W: Write> {
-    inner: &'a mut (dyn Read + Send),
-    hasher: sha2::Sha256,
-    count: u64,
+    inner: strata_core::Hashing<&'a mut (dyn Read + Send)>,
     copy: Option<W>,
     err: Option<std::io::Error>,
 }
@@ -1332,8 +1327,6 @@ struct Tee<'a, W: Write> {
 impl<W: Write> Read for Tee<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
-        self.count += n as u64;
         if let Some(c) = &mut self.copy
             && let Err(e) = c.write_all(&buf[..n])
         {

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
-use strata_core::archive::tarfmt::{RawSink, Segment};
+use strata_core::archive::tar::{RawSink, Segment};
 use strata_core::resolve::{self, Missing, Resolver};
 
 const MAGIC: &[u8] = b"STRATA-SPLIT-1\n";

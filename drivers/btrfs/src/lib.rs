@@ -1,16 +1,17 @@
 //! The btrfs driver: every layer is a btrfs subvolume.
 //!
 //! A base layer is a new subvolume; a child is a snapshot of its parent
-//! (O(1) whatever the layer's size); read-only layers are read-only
-//! snapshots, so their views refuse writes. Layers live under
-//! `ROOT/btrfs/subvolumes/ID` and are mounted as bind mounts under
-//! `ROOT/btrfs/mnt/ID`. All btrfs operations are ioctls (see `sys`);
-//! nothing shells out to `btrfs`.
+//! (O(1) whatever the layer's size); read-only layers are sealed read-only
+//! subvolumes, so their views refuse writes, and a layer committed in place
+//! is renamed and sealed. Layers live under `ROOT/btrfs/subvolumes/ID` and
+//! are mounted as bind mounts under `ROOT/btrfs/mnt/ID`. All btrfs
+//! operations are ioctls (see `sys`); nothing shells out to `btrfs`.
 //!
 //! Diff and changes are O(changes): the kernel's send (with no file data)
 //! between the base and the layer names every path that differs, and the
 //! core's walk compares the two trees at those paths only. Where the kernel
 //! refuses send, the naive walk of both trees is used, and status says so.
+//! Everything else is the core skeleton's ([`strata_core::layered`]).
 
 #![deny(unsafe_code)]
 
@@ -18,31 +19,27 @@ pub mod send;
 mod sys;
 
 use std::ffi::CString;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::mount::{MountFlags, mount_bind, mount_remount};
-use strata_core::archive::write::DiffItem;
-use strata_core::archive::{self, ApplyOptions};
 use strata_core::changes::{self, WalkOpts};
 use strata_core::error::IoContext;
-use strata_core::state::{APPLIED, DriverState, LayerMeta};
+use strata_core::layered::{MountPoint, NewLayer, View, WalkReq, naive_walk};
+use strata_core::registry::Entry;
+use strata_core::state::{DriverState, LayerMeta};
+use strata_core::walk::{DiffMethod, Emit, WalkPurpose};
 use strata_core::{
-    ApplyStats, Capabilities, Change, CreateOpts, DiffBase, DiffStats, Driver, DriverFactory,
-    DriverOptions, Error, LayerId, LayerInfo, Pairs, Result, fsx, mounts,
+    Backend, Capabilities, DriverOptions, Error, Layered, Pairs, Result, fsx, mounts,
 };
 
 pub const NAME: &str = "btrfs";
 const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
 
-/// The btrfs driver.
+/// The btrfs backend.
 #[derive(Debug)]
 pub struct Btrfs {
-    root: PathBuf,
-    state: DriverState,
     mnt: PathBuf,
     force_naive: bool,
     naive_fallbacks: AtomicU64,
@@ -132,147 +129,55 @@ impl Drop for TempSnapshot {
     }
 }
 
+/// Open the btrfs driver on `root` (which must be on btrfs; root only).
+/// Option: `btrfs.naive_diff=true` never uses send.
+pub fn open(root: &Path, mut opts: DriverOptions) -> Result<Layered<Btrfs>> {
+    let force_naive = opts.take_bool("btrfs.naive_diff")?.unwrap_or(false);
+    opts.finish(NAME)?;
+    supported(root)?;
+    let state = DriverState::open(NAME, root, "subvolumes", &[])?;
+    let backend = Btrfs {
+        mnt: state.private_dir("mnt")?,
+        force_naive,
+        naive_fallbacks: AtomicU64::new(0),
+        last_fallback: std::sync::Mutex::new(None),
+    };
+    Layered::open(root, state, backend)
+}
+
+/// Set or clear a subvolume's read-only flag (plain directories: nothing).
+fn set_subvol_read_only(p: &Path, read_only: bool) -> Result<()> {
+    if !is_subvolume(p) {
+        return Ok(());
+    }
+    let fd = fsx::open_dir_path(p).ctx("open", p)?;
+    let f = sys::get_flags(fd.as_fd()).ctx("subvolume flags", p)?;
+    let want = if read_only {
+        f | sys::SUBVOL_RDONLY
+    } else {
+        f & !sys::SUBVOL_RDONLY
+    };
+    if want != f {
+        sys::set_flags(fd.as_fd(), want).ctx("set subvolume read-only flag", p)?;
+    }
+    Ok(())
+}
+
 impl Btrfs {
-    pub fn open(root: &Path, mut opts: DriverOptions) -> Result<Self> {
-        let force_naive = opts.take_bool("btrfs.naive_diff")?.unwrap_or(false);
-        opts.finish(NAME)?;
-        supported(root)?;
-        let home = root.join(NAME);
-        let state = DriverState::open(NAME, &home, &home.join("subvolumes"), &[])?;
-        let mnt = home.join("mnt");
-        fsx::mkdir_p(&mnt, 0o700).ctx("create", &mnt)?;
-        let d = Btrfs {
-            root: root.to_path_buf(),
-            state,
-            mnt,
-            force_naive,
-            naive_fallbacks: AtomicU64::new(0),
-            last_fallback: std::sync::Mutex::new(None),
-        };
-        d.recover()?;
-        Ok(d)
-    }
-
-    fn recover(&self) -> Result<()> {
-        let _l = self.state.lock()?;
-        let r = self.state.recover(&remove_any)?;
-        if !r.is_empty() {
-            tracing::info!(?r, "btrfs: recovered from an interrupted operation");
-        }
-        for m in self.state.list()? {
-            if !m.rw {
-                self.seal(&m.id)?;
-            }
-        }
-        let table = mounts::mounts_under(&self.mnt).ctx("read mounts", &self.mnt)?;
-        for id in self.state.mounted_ids()? {
-            if !table
-                .iter()
-                .any(|m| m.mount_point == self.mnt.join(id.as_str()))
-            {
-                self.state.set_mount_count(&id, 0)?;
-            }
-        }
-        for m in table {
-            let id = m
-                .mount_point
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|s| LayerId::new(s).ok());
-            if id.as_ref().is_none_or(|id| self.state.mount_count(id) == 0) {
-                tracing::info!(path = %m.mount_point.display(), "btrfs: unmounting a stale mount");
-                mounts::unmount_path(&m.mount_point).ctx("unmount", &m.mount_point)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn subvol(&self, id: &LayerId) -> PathBuf {
-        self.state.layer_path(id)
-    }
-
-    fn build(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        rw: bool,
-        fill: impl FnOnce(&Path) -> Result<bool>,
-    ) -> Result<()> {
-        {
-            let _l = self.state.lock()?;
-            self.state.check_new(id, parent)?;
-        }
-        let held = self.state.new_staging(id)?;
-        let staging = held.path.clone();
-        let r: Result<()> = (|| {
-            let sdir = parent_fd(&staging)?;
-            let name = cname(&staging)?;
-            match parent {
-                Some(p) => {
-                    let src = fsx::open_dir_path(&self.subvol(p))
-                        .map_err(|_| Error::not_found(format!("parent layer {p}")))?;
-                    sys::snapshot(src.as_fd(), sdir.as_fd(), &name, false)
-                        .ctx("snapshot", &staging)?;
-                }
-                None => {
-                    sys::subvol_create(sdir.as_fd(), &name).ctx("create subvolume", &staging)?;
-                    let fd = fsx::open_dir_path(&staging).ctx("open", &staging)?;
-                    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o755))
-                        .ctx("chmod", &staging)?;
-                }
-            }
-            let applied = fill(&staging)?;
-            let mut meta = LayerMeta::new(id, parent, rw);
-            if applied {
-                meta.extra.insert(APPLIED.into(), "true".into());
-            }
-            // a read-only subvolume cannot be renamed: seal it after the
-            // commit (recovery seals any read-only layer a crash left open)
-            self.state.commit(&staging, &meta)?;
-            if !rw {
-                self.seal(id)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = &r
-            && staging.exists()
-        {
-            // after a full disk the space must come back at once: a deleted
-            // subvolume is only freed by the cleaner (up to a commit
-            // interval later), files unlinked in it are freed by the next
-            // commit, which we force
-            if e.raw_os_error() == Some(libc::ENOSPC)
-                && let Ok(fd) = fsx::open_dir_path(&staging)
-            {
-                let _ = fsx::clear_dir(fd.as_fd());
-                let _ = sys::sync(fd.as_fd());
-            }
-            let _ = remove_any(&staging);
-        }
-        r
-    }
-
-    /// Make a read-only layer's subvolume read-only.
-    fn seal(&self, id: &LayerId) -> Result<()> {
-        let p = self.subvol(id);
-        let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
-        let f = sys::get_flags(fd.as_fd()).ctx("subvolume flags", &p)?;
-        if f & sys::SUBVOL_RDONLY == 0 {
-            sys::set_flags(fd.as_fd(), f | sys::SUBVOL_RDONLY).ctx("make read-only", &p)?;
-        }
-        Ok(())
-    }
-
     /// A read-only subvolume with the layer's content, for send: the layer
-    /// itself when it is read-only, else a temporary snapshot.
-    fn readonly_source(&self, id: &LayerId) -> Result<(PathBuf, Option<TempSnapshot>)> {
-        let p = self.subvol(id);
+    /// itself when it is sealed, else a temporary read-only snapshot.
+    fn readonly_source(
+        &self,
+        st: &DriverState,
+        id: &strata_core::LayerId,
+    ) -> Result<(PathBuf, Option<TempSnapshot>)> {
+        let p = st.layer_path(id);
         let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
         let flags = sys::get_flags(fd.as_fd()).ctx("subvolume flags", &p)?;
         if flags & sys::SUBVOL_RDONLY != 0 {
             return Ok((p, None));
         }
-        let held = self.state.new_staging(id)?;
+        let held = st.new_staging(id)?;
         let t = held.path.clone();
         let tdir = parent_fd(&t)?;
         sys::snapshot(fd.as_fd(), tdir.as_fd(), &cname(&t)?, true).ctx("snapshot", &t)?;
@@ -312,236 +217,115 @@ impl Btrfs {
         parsed
     }
 
-    fn resolve_base(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Option<LayerId>> {
-        Ok(match base {
-            DiffBase::Empty => None,
-            DiffBase::Parent => self.state.meta(id)?.parent,
-            DiffBase::Layer(b) => {
-                self.state.meta(b)?;
-                Some(b.clone())
-            }
-        })
-    }
-
-    fn walk_with(
+    /// The native walk: send names the candidates, the core's walk
+    /// compares the two trees there; `None` when send was refused.
+    fn send_walk(
         &self,
-        id: &LayerId,
-        base: DiffBase<'_>,
-        compare_content: bool,
-        f: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
-    ) -> Result<&'static str> {
-        self.state.meta(id)?;
-        let base_id = self.resolve_base(id, base)?;
-        let Some(b) = base_id else {
-            let p = self.subvol(id);
-            let l = fsx::open_dir_path(&p).ctx("open", &p)?;
-            changes::walk_with(
-                l.as_fd(),
-                None,
-                WalkOpts {
-                    filter: None,
-                    compare_content,
-                },
-                f,
-            )?;
-            return Ok("full");
-        };
-        let (src, _tmp_src) = self.readonly_source(id)?;
-        let (bpath, _tmp_base) = self.readonly_source(&b)?;
-        let l = fsx::open_dir_path(&src).ctx("open", &src)?;
-        let bf = fsx::open_dir_path(&bpath).ctx("open", &bpath)?;
-        if !self.force_naive {
-            match self.sent_paths(&src, &bpath) {
-                Ok(t) => {
-                    changes::walk_with(
-                        l.as_fd(),
-                        Some(bf.as_fd()),
-                        WalkOpts {
-                            filter: Some(&t.filter),
-                            compare_content,
-                        },
-                        f,
-                    )?;
-                    return Ok("native");
+        st: &DriverState,
+        chain: &[LayerMeta],
+        base: &[LayerMeta],
+        purpose: WalkPurpose,
+        f: &mut Emit<'_>,
+    ) -> Result<Option<DiffMethod>> {
+        let (src, _tmp_src) = self.readonly_source(st, &chain[0].id)?;
+        let (bpath, _tmp_base) = self.readonly_source(st, &base[0].id)?;
+        let touched = match self.sent_paths(&src, &bpath) {
+            Ok(t) => t,
+            Err(e) => {
+                self.naive_fallbacks.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut g) = self.last_fallback.lock() {
+                    *g = Some(e.to_string());
                 }
-                Err(e) => {
-                    self.naive_fallbacks.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut g) = self.last_fallback.lock() {
-                        *g = Some(e.to_string());
-                    }
-                    tracing::warn!(layer = %id, "btrfs: send refused ({e}); falling back to the naive diff");
-                }
+                tracing::warn!(layer = %chain[0].id, "btrfs: send refused ({e}); falling back to the naive diff");
+                return Ok(None);
             }
-        }
-        changes::walk_with(
-            l.as_fd(),
-            Some(bf.as_fd()),
-            WalkOpts {
-                filter: None,
-                compare_content,
-            },
-            f,
-        )?;
-        Ok("naive")
-    }
-
-    fn needs_bind_ro(&self, meta: &LayerMeta) -> bool {
-        !meta.rw
+        };
+        let l = fsx::open_dir_path(&src).ctx("open", &src)?;
+        let b = fsx::open_dir_path(&bpath).ctx("open", &bpath)?;
+        let opts = WalkOpts {
+            filter: Some(&touched.filter),
+            compare_content: purpose.compare_content(),
+        };
+        changes::walk_with(l.as_fd(), Some(b.as_fd()), opts, f)?;
+        Ok(Some(DiffMethod::Native))
     }
 }
 
-impl Driver for Btrfs {
+impl Backend for Btrfs {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_diff: !self.force_naive,
-            max_depth: None,
-            shares_data: true,
-            read_only_mounts: true,
-            privileged: true,
-            user_xattrs: true,
-            trusted_xattrs: true,
+        Capabilities::full(!self.force_naive, None)
+    }
+
+    /// A snapshot of the parent, or a new subvolume.
+    fn make_layer(&self, st: &DriverState, new: NewLayer<'_>) -> Result<()> {
+        let dir = new.dir;
+        let sdir = parent_fd(dir)?;
+        let name = cname(dir)?;
+        if let Some(p) = new.parent.first() {
+            let src = fsx::open_dir_path(&st.layer_path(&p.id))
+                .map_err(|_| Error::not_found(format!("parent layer {}", p.id)))?;
+            return sys::snapshot(src.as_fd(), sdir.as_fd(), &name, false).ctx("snapshot", dir);
         }
+        sys::subvol_create(sdir.as_fd(), &name).ctx("create subvolume", dir)?;
+        let fd = fsx::open_dir_path(dir).ctx("open", dir)?;
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o755)).ctx("chmod", dir)
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        opts.refuse_all(NAME)?;
-        self.build(id, parent, false, |_| Ok(false))
+    fn destroy(&self, dir: &Path) -> Result<()> {
+        remove_any(dir)
     }
 
-    fn create_rw(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        opts.refuse_all(NAME)?;
-        self.build(id, parent, true, |_| Ok(false))
-    }
-
-    fn apply_diff_split(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        diff: &mut (dyn Read + Send),
-        mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
-    ) -> Result<ApplyStats> {
-        if self.state.exists(id) {
-            let meta = self.state.begin_apply_in_place(id, parent)?;
-            let p = self.subvol(id);
-            let r = (|| {
-                let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
-                // a read-only layer made by `create` is filled, then sealed again
-                let flags = sys::get_flags(fd.as_fd()).ctx("subvolume flags", &p)?;
-                sys::set_flags(fd.as_fd(), flags & !sys::SUBVOL_RDONLY).ctx("make writable", &p)?;
-                let s = archive::apply(
-                    fd.as_fd(),
-                    &p,
-                    diff,
-                    ApplyOptions {
-                        raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
-                        ..Default::default()
-                    },
-                )?;
-                sys::set_flags(fd.as_fd(), flags).ctx("make read-only", &p)?;
-                self.state.mark_applied(meta.clone())?;
-                Ok(s)
-            })();
-            if r.is_err() {
-                tracing::info!(layer = %id, "apply failed; removing the half-made layer");
-                let _ = self.remove(id);
-            }
-            return r;
+    /// After a full disk the space must come back at once: a deleted
+    /// subvolume is only freed by the cleaner (up to a commit interval
+    /// later), files unlinked in it are freed by the next commit, which is
+    /// forced here.
+    fn discard(&self, dir: &Path, why: &Error) -> Result<()> {
+        if why.raw_os_error() == Some(libc::ENOSPC)
+            && let Ok(fd) = fsx::open_dir_path(dir)
+        {
+            let _ = fsx::clear_dir(fd.as_fd());
+            let _ = sys::sync(fd.as_fd());
         }
-        let mut stats = None;
-        self.build(id, parent, false, |staging| {
-            let fd = fsx::open_dir_path(staging).ctx("open", staging)?;
-            stats = Some(archive::apply(
-                fd.as_fd(),
-                staging,
-                diff,
-                ApplyOptions {
-                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
-                    ..Default::default()
-                },
-            )?);
-            Ok(true)
-        })?;
-        stats.ok_or_else(|| Error::invalid("apply", "no statistics"))
+        remove_any(dir)
     }
 
-    fn mount(&self, id: &LayerId) -> Result<PathBuf> {
-        let _l = self.state.lock()?;
-        let meta = self.state.meta(id)?;
-        let n = self.state.mount_count(id);
-        let mp = self.mnt.join(id.as_str());
-        if n == 0 || !mounts::is_mounted(&mp).ctx("read mounts", &mp)? {
-            fsx::mkdir_p(&mp, 0o755).ctx("create mount point", &mp)?;
-            mount_bind(self.subvol(id), &mp).ctx("bind mount", &mp)?;
-            if self.needs_bind_ro(&meta)
-                && let Err(e) = mount_remount(
-                    &mp,
-                    MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-                    c"",
-                )
-            {
-                let _ = mounts::unmount_path(&mp);
-                return Err(Error::io("remount read-only", &mp, e));
-            }
+    fn set_read_only(&self, dir: &Path, read_only: bool) -> Result<()> {
+        set_subvol_read_only(dir, read_only)
+    }
+
+    fn view(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<View> {
+        View::dir(&st.layer_path(&chain[0].id))
+    }
+
+    fn mount_point(&self, _: &DriverState, meta: &LayerMeta) -> MountPoint {
+        MountPoint::At(self.mnt.join(meta.id.as_str()))
+    }
+
+    /// A bind mount of the subvolume (read-only for read-only layers).
+    fn mount(&self, st: &DriverState, chain: &[LayerMeta], target: &Path) -> Result<()> {
+        let src = st.layer_path(&chain[0].id);
+        mounts::bind(&src, target, !chain[0].rw).ctx("bind mount", target)
+    }
+
+    fn mounts_dir(&self, _: &DriverState) -> PathBuf {
+        self.mnt.clone()
+    }
+
+    fn walk(&self, st: &DriverState, req: WalkReq<'_>, f: &mut Emit<'_>) -> Result<DiffMethod> {
+        if let Some(b) = req.base
+            && !self.force_naive
+            && let Some(m) = self.send_walk(st, req.chain, b, req.purpose, f)?
+        {
+            return Ok(m);
         }
-        self.state.set_mount_count(id, n + 1)?;
-        Ok(mp)
+        naive_walk(self, st, req, f)
     }
 
-    fn unmount(&self, id: &LayerId) -> Result<()> {
-        let _l = self.state.lock()?;
-        self.state.meta(id)?;
-        let n = self.state.mount_count(id);
-        if n == 0 {
-            return Ok(());
-        }
-        if n == 1 {
-            let mp = self.mnt.join(id.as_str());
-            mounts::unmount_path(&mp).ctx("unmount", &mp)?;
-            let _ = std::fs::remove_dir(&mp);
-        }
-        self.state.set_mount_count(id, n - 1)
-    }
-
-    fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        changes::write_diff_with(out, |emit| self.walk_with(id, base, true, emit))
-    }
-
-    fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>> {
-        changes::collect_changes(|emit| self.walk_with(id, base, true, emit).map(|_| ()))
-    }
-
-    fn diff_size(&self, id: &LayerId, base: DiffBase<'_>) -> Result<u64> {
-        changes::collect_size(|emit| self.walk_with(id, base, false, emit).map(|_| ()))
-    }
-
-    fn remove(&self, id: &LayerId) -> Result<()> {
-        let p = self.state.begin_remove_in_place(id)?;
-        let _ = std::fs::remove_dir(self.mnt.join(id.as_str()));
-        remove_any(&p)
-    }
-
-    fn exists(&self, id: &LayerId) -> bool {
-        self.state.exists(id)
-    }
-
-    fn layer(&self, id: &LayerId) -> Result<LayerInfo> {
-        Ok(self.state.meta(id)?.info())
-    }
-
-    fn layers(&self) -> Result<Vec<LayerInfo>> {
-        Ok(self.state.list()?.iter().map(|m| m.info()).collect())
-    }
-
-    fn status(&self) -> Pairs {
-        let layers = self.state.list().map(|l| l.len()).unwrap_or(0);
+    fn status(&self, st: &DriverState) -> Pairs {
         let n = self.naive_fallbacks.load(Ordering::Relaxed);
         let native = if self.force_naive {
             "false (btrfs.naive_diff=true)".to_string()
@@ -557,32 +341,31 @@ impl Driver for Btrfs {
             "send (BTRFS_IOC_SEND, no file data) + walk of the touched paths".to_string()
         };
         vec![
-            ("Driver".into(), NAME.into()),
-            ("Root".into(), self.root.display().to_string()),
-            ("Backing Filesystem".into(), "btrfs".into()),
-            ("Subvolumes".into(), self.state.layers.display().to_string()),
+            ("Subvolumes".into(), st.layers.display().to_string()),
             ("Native Diff".into(), native),
-            ("Layers".into(), layers.to_string()),
         ]
     }
 
-    fn metadata(&self, id: &LayerId) -> Result<Pairs> {
-        let chain = self.state.chain(id)?;
-        let p = self.subvol(id);
+    fn metadata(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<Pairs> {
+        let p = st.layer_path(&chain[0].id);
         let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
         let sid = sys::subvol_id(fd.as_fd()).ctx("subvolume id", &p)?;
         let ro = sys::get_flags(fd.as_fd()).ctx("flags", &p)? & sys::SUBVOL_RDONLY != 0;
-        let mut pairs: Pairs = vec![
+        Ok(vec![
             ("Subvolume".into(), p.display().to_string()),
             ("SubvolumeId".into(), sid.to_string()),
             ("ReadOnlySnapshot".into(), ro.to_string()),
-        ];
-        pairs.extend(self.state.layer_pairs(&chain));
-        Ok(pairs)
+        ])
     }
 
-    fn cleanup(&self) -> Result<()> {
-        self.state.unmount_all(&self.mnt)
+    /// After a crash: read-only layers a crash left writable are sealed.
+    fn recover(&self, st: &DriverState, full: bool) -> Result<()> {
+        if full {
+            for m in st.list()?.iter().filter(|m| !m.rw) {
+                set_subvol_read_only(&st.layer_path(&m.id), true)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -606,19 +389,8 @@ pub fn supported(root: &Path) -> Result<()> {
 }
 
 /// Registry entry of the btrfs driver.
-#[derive(Debug, Default)]
-pub struct Factory;
-
-impl DriverFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn supported(&self, root: &Path) -> Result<()> {
-        supported(root)
-    }
-
-    fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
-        Ok(Box::new(Btrfs::open(root, opts)?))
-    }
-}
+pub const ENTRY: Entry = Entry {
+    name: NAME,
+    supported,
+    open: |root, opts| Ok(Box::new(open(root, opts)?)),
+};

@@ -2,6 +2,9 @@
 //! image made for the run (`cargo test -p strata-btrfs`; needs root and
 //! mkfs.btrfs, and under CI=true a skip is a failure).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 
 use strata_conformance::{ScratchHarness, fixture::Backing, fixture::have_program, libtest_main};
@@ -13,7 +16,7 @@ fn main() {
         size_mb: 16384,
     };
     let h = Arc::new(ScratchHarness::new("btrfs", backing, None, |root| {
-        Ok(Box::new(strata_btrfs::Btrfs::open(root, DriverOptions::default())?) as Box<dyn Driver>)
+        Ok(Box::new(strata_btrfs::open(root, DriverOptions::default())?) as Box<dyn Driver>)
     }));
     let skip = if !strata_core::fsx::is_root() {
         Some("btrfs needs root (loop mounts, snapshots); run the tests as root".to_string())

@@ -2,22 +2,16 @@
 //! container layer are removed with it; snapshots are O(1). Needs root and
 //! mkfs.btrfs (skips with a reason otherwise; under CI=true that fails).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
-use strata_conformance::fixture::{Backing, Scratch, have_program};
+use strata_conformance::fixture::{Backing, Scratch, privileged_test_can_run};
 use strata_conformance::layer::{file, tar};
 use strata_core::{Driver, DriverOptions, LayerId};
 
 fn ready() -> bool {
-    let ok = strata_core::fsx::is_root() && have_program("mkfs.btrfs") && have_program("btrfs");
-    if !ok {
-        assert!(
-            !strata_conformance::under_ci(),
-            "CI=true: btrfs tests must run (root, btrfs-progs)"
-        );
-        eprintln!("skipping: needs root and btrfs-progs");
-    }
-    ok
+    privileged_test_can_run("the btrfs tests", &["mkfs.btrfs", "btrfs"])
 }
 
 fn id(s: &str) -> LayerId {
@@ -38,7 +32,7 @@ fn nested_subvolumes_are_removed_with_their_layer() {
     )
     .unwrap();
     let root = s.fresh_dir("root").unwrap();
-    let d = strata_btrfs::Btrfs::open(&root, DriverOptions::default()).unwrap();
+    let d = strata_btrfs::open(&root, DriverOptions::default()).unwrap();
     d.apply_diff(&id("base"), None, &mut &tar(&[file("f", "1")])[..])
         .unwrap();
     d.create_rw(&id("c"), Some(&id("base")), &Default::default())

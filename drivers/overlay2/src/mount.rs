@@ -12,7 +12,7 @@ use rustix::fs::CWD;
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, fsconfig_create,
-    fsconfig_set_string, fsmount, fsopen, mount, mount_bind, mount_remount, move_mount,
+    fsconfig_set_string, fsmount, fsopen, mount, move_mount,
 };
 use strata_core::{Error, Result, mounts};
 
@@ -48,18 +48,7 @@ pub fn execute(plan: &MountPlan, api: Api, home: &Path) -> Result<()> {
             target,
             read_only,
         } => {
-            mount_bind(source, target).map_err(|e| fail("bind mount", target, e, String::new()))?;
-            if *read_only
-                && let Err(e) = mount_remount(
-                    target,
-                    MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-                    c"",
-                )
-            {
-                let _ = mounts::unmount_path(target);
-                return Err(fail("remount read-only", target, e, String::new()));
-            }
-            Ok(())
+            mounts::bind(source, target, *read_only).map_err(|e| Error::io("bind mount", target, e))
         }
         MountPlan::Overlay { target, .. } => match api {
             Api::New => mount_new(plan, target),

@@ -17,9 +17,9 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{FileType, Stat};
-use strata_core::archive::write::{DiffItem, DiffSource, exported_xattr};
 use strata_core::fsx::{self, XattrTarget};
 use strata_core::resolve::join;
+use strata_core::walk::{DiffItem, DiffSource, Emit};
 use strata_core::whiteout::OverlayXattr;
 use strata_core::{ChangeKind, Error, Result};
 
@@ -32,7 +32,7 @@ pub enum Walk {
 }
 
 fn ioe(op: &'static str, path: &[u8], e: std::io::Error) -> Error {
-    Error::io(op, String::from_utf8_lossy(path).as_ref(), e)
+    Error::io_at(op, path, e)
 }
 
 enum Top {
@@ -67,15 +67,15 @@ struct Frame {
 /// Walk the uppers `uppers` (top first) against `base` (the base's merged
 /// view, `None` for an empty base). `hides_base`: the last upper has an
 /// opaque root (see [`flatten_opaque_root`]), so nothing of the base shows.
-/// With `for_changes`, what an opaque directory hides is reported as
+/// With `deletions`, what an opaque directory hides is reported as
 /// deletions instead of an opaque marker.
 pub fn walk(
     uppers: &[BorrowedFd<'_>],
     hides_base: bool,
     base: Option<BorrowedFd<'_>>,
     x: OverlayXattr,
-    for_changes: bool,
-    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+    deletions: bool,
+    emit: &mut Emit<'_>,
 ) -> Result<Walk> {
     let Some(top) = uppers.first() else {
         return Ok(Walk::Done);
@@ -85,22 +85,7 @@ pub fn walk(
         .map(|u| rustix::io::dup(u).map_err(|e| ioe("dup", b"/", e.into())))
         .collect::<Result<Vec<_>>>()?;
     let rst = rustix::fs::fstat(top).map_err(|e| ioe("stat", b"/", e.into()))?;
-    let root_differs = match base {
-        Some(b) => {
-            let bst = rustix::fs::fstat(b).map_err(|e| ioe("stat", b"/", e.into()))?;
-            rst.st_mode != bst.st_mode
-                || rst.st_uid != bst.st_uid
-                || rst.st_gid != bst.st_gid
-                || xattrs(XattrTarget::Fd(*top), b"/")? != xattrs(XattrTarget::Fd(b), b"/")?
-        }
-        None => {
-            rst.st_mode & 0o7777 != 0o755
-                || rst.st_uid != 0
-                || rst.st_gid != 0
-                || !xattrs(XattrTarget::Fd(*top), b"/")?.is_empty()
-        }
-    };
-    if root_differs {
+    if strata_core::changes::root_differs(*top, &rst, base)? {
         emit(DiffItem::Entry {
             path: b"",
             change: ChangeKind::Modified,
@@ -113,30 +98,86 @@ pub fn walk(
     // Modified and to list what each directory no longer holds, as the
     // naive walk over the merged views does.
     let base_root = match base {
-        Some(b) if !hides_base || for_changes => {
+        Some(b) if !hides_base || deletions => {
             Some(rustix::io::dup(b).map_err(|e| ioe("dup", b"/", e.into()))?)
         }
         _ => None,
     };
     if hides_base && base.is_some() {
-        opaque_items(b"", &rst, base, x, for_changes, emit, &roots)?;
+        opaque_items(b"", &rst, base, deletions, emit, &roots)?;
     }
-    let kids = match children(&roots, b"", x)? {
-        Ok(c) => c,
-        Err(reason) => return Ok(Walk::Foreign(reason)),
+    let mut w = Walker {
+        stack: Vec::new(),
+        x,
+        deletions,
     };
-    let mut stack = vec![Frame {
-        path: Vec::new(),
-        layers: roots,
-        base: base_root,
-        hidden: hides_base,
-        st: rst,
-        children: kids.into_iter(),
-    }];
-    while let Some(frame) = stack.last_mut() {
+    if let Err(reason) = w.push(Vec::new(), roots, base_root, hides_base, rst)? {
+        return Ok(Walk::Foreign(reason));
+    }
+    while let Some(frame) = w.stack.last_mut() {
         let Some(ch) = frame.children.next() else {
-            stack.pop();
+            w.stack.pop();
             continue;
+        };
+        if let Err(reason) = w.visit(ch, emit)? {
+            return Ok(Walk::Foreign(reason));
+        }
+    }
+    Ok(Walk::Done)
+}
+
+/// Why the uppers cannot be read natively (a foreign overlay feature).
+type Foreign = std::result::Result<(), String>;
+
+/// A directory of the union met by the walk.
+struct MergedDir {
+    name: CString,
+    st: Stat,
+    path: Vec<u8>,
+    change: ChangeKind,
+    /// Its fds in the contributing uppers, top first.
+    layers: Vec<OwnedFd>,
+    /// The union hides the base's directory here.
+    hides_base: bool,
+    base_is_dir: bool,
+}
+
+/// The walk's state: the directories being walked, the root first.
+struct Walker {
+    stack: Vec<Frame>,
+    x: OverlayXattr,
+    deletions: bool,
+}
+
+impl Walker {
+    /// Walk into a directory present in `layers` (top first).
+    fn push(
+        &mut self,
+        path: Vec<u8>,
+        layers: Vec<OwnedFd>,
+        base: Option<OwnedFd>,
+        hidden: bool,
+        st: Stat,
+    ) -> Result<Foreign> {
+        let kids = match children(&layers, &path, self.x)? {
+            Ok(c) => c,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        self.stack.push(Frame {
+            path,
+            layers,
+            base,
+            hidden,
+            st,
+            children: kids.into_iter(),
+        });
+        Ok(Ok(()))
+    }
+
+    /// One merged child of the top directory.
+    fn visit(&mut self, ch: Child, emit: &mut Emit<'_>) -> Result<Foreign> {
+        let Some(frame) = self.stack.last() else {
+            return Ok(Ok(()));
         };
         let path = join(&frame.path, ch.name.as_bytes());
         let base_st = match &frame.base {
@@ -150,95 +191,88 @@ pub fn walk(
         } else {
             ChangeKind::Added
         };
-        let top_fd = frame.layers[ch.top].as_fd();
         match ch.kind {
-            Top::Whiteout => {
-                // (below an opaque directory its deletions are listed already)
-                if base_st.is_some() && !frame.hidden {
-                    emit(DiffItem::Whiteout {
-                        path: &path,
-                        mtime: (frame.st.st_mtime, frame.st.st_mtime_nsec as u32),
-                    })?;
-                }
-            }
-            Top::Other => {
-                emit(DiffItem::Entry {
-                    path: &path,
-                    change,
-                    st: &ch.st,
-                    src: DiffSource::At(top_fd, &ch.name),
-                })?;
-            }
+            // (below an opaque directory its deletions are listed already)
+            Top::Whiteout if base_st.is_some() && !frame.hidden => emit(DiffItem::Whiteout {
+                path: &path,
+                mtime: (frame.st.st_mtime, frame.st.st_mtime_nsec as u32),
+            })?,
+            Top::Whiteout => {}
+            Top::Other => emit(DiffItem::Entry {
+                path: &path,
+                change,
+                st: &ch.st,
+                src: DiffSource::At(frame.layers[ch.top].as_fd(), &ch.name),
+            })?,
             Top::Dir { layers, hides_base } => {
-                let hides_base = hides_base || frame.hidden;
-                emit(DiffItem::Entry {
-                    path: &path,
-                    change,
-                    st: &ch.st,
-                    src: DiffSource::Dir(layers[0].as_fd()),
-                })?;
-                let base_is_dir = base_st
-                    .as_ref()
-                    .is_some_and(|s| fsx::file_type(s) == FileType::Directory);
-                let base_dir = if base_is_dir {
-                    match &frame.base {
-                        Some(b) => Some(
-                            fsx::open_dir_at(b.as_fd(), &ch.name)
-                                .map_err(|e| ioe("open base", &path, e))?,
-                        ),
-                        None => None,
-                    }
-                } else {
-                    None
-                };
-                if hides_base && base_dir.is_some() {
-                    opaque_items(
-                        &path,
-                        &ch.st,
-                        base_dir.as_ref().map(|b| b.as_fd()),
-                        x,
-                        for_changes,
-                        emit,
-                        &layers,
-                    )?;
-                }
-                let kids = match children(&layers, &path, x)? {
-                    Ok(c) => c,
-                    Err(reason) => return Ok(Walk::Foreign(reason)),
-                };
-                let st = ch.st;
-                stack.push(Frame {
+                let d = MergedDir {
+                    base_is_dir: base_st.is_some_and(|s| fsx::file_type(&s) == FileType::Directory),
+                    name: ch.name,
+                    st: ch.st,
                     path,
+                    change,
                     layers,
-                    base: if hides_base && !for_changes {
-                        None
-                    } else {
-                        base_dir
-                    },
-                    hidden: hides_base,
-                    st,
-                    children: kids.into_iter(),
-                });
+                    hides_base,
+                };
+                return self.dir(d, emit);
             }
         }
+        Ok(Ok(()))
     }
-    Ok(Walk::Done)
+
+    /// A merged directory: its entry, what it hides when it is opaque,
+    /// then its children.
+    fn dir(&mut self, d: MergedDir, emit: &mut Emit<'_>) -> Result<Foreign> {
+        let MergedDir {
+            name,
+            st,
+            path,
+            change,
+            layers,
+            hides_base,
+            base_is_dir,
+        } = d;
+        let Some(frame) = self.stack.last() else {
+            return Ok(Ok(()));
+        };
+        let hides_base = hides_base || frame.hidden;
+        emit(DiffItem::Entry {
+            path: &path,
+            change,
+            st: &st,
+            src: DiffSource::Dir(layers[0].as_fd()),
+        })?;
+        let base_dir = match (&frame.base, base_is_dir) {
+            (Some(b), true) => {
+                Some(fsx::open_dir_at(b.as_fd(), &name).map_err(|e| ioe("open base", &path, e))?)
+            }
+            _ => None,
+        };
+        if hides_base && base_dir.is_some() {
+            let bfd = base_dir.as_ref().map(|b| b.as_fd());
+            opaque_items(&path, &st, bfd, self.deletions, emit, &layers)?;
+        }
+        let base = if hides_base && !self.deletions {
+            None
+        } else {
+            base_dir
+        };
+        self.push(path, layers, base, hides_base, st)
+    }
 }
 
 /// What an opaque directory hides: an opaque marker (diff) or a deletion
 /// for each base entry the union does not hold (changes).
-#[allow(clippy::too_many_arguments)]
 fn opaque_items(
     path: &[u8],
     st: &Stat,
     base_dir: Option<BorrowedFd<'_>>,
-    _x: OverlayXattr,
-    for_changes: bool,
-    emit: &mut dyn FnMut(DiffItem<'_>) -> Result<()>,
+    deletions: bool,
+    emit: &mut Emit<'_>,
     layers: &[OwnedFd],
 ) -> Result<()> {
     let mtime = (st.st_mtime, st.st_mtime_nsec as u32);
-    if !for_changes {
+    if !deletions {
         return emit(DiffItem::Opaque { dir: path, mtime });
     }
     let Some(b) = base_dir else { return Ok(()) };
@@ -273,12 +307,6 @@ pub fn flatten_opaque_root(root: BorrowedFd<'_>, x: OverlayXattr) -> Result<()> 
         .map_err(|e| ioe("remove overlay forms", b"/", e))
 }
 
-fn xattrs(t: XattrTarget<'_>, path: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut v = fsx::xattrs(t).map_err(|e| ioe("read xattrs", path, e))?;
-    v.retain(|(k, _)| exported_xattr(k));
-    Ok(v)
-}
-
 fn has_xattr(t: XattrTarget<'_>, name: &[u8], path: &[u8]) -> Result<bool> {
     Ok(fsx::xattr_get(t, name)
         .map_err(|e| ioe("read xattr", path, e))?
@@ -289,6 +317,53 @@ fn foreign_name(x: OverlayXattr, what: &str) -> Vec<u8> {
     let mut n = x.prefix().to_vec();
     n.extend_from_slice(what.as_bytes());
     n
+}
+
+/// A directory `name` whose topmost entry is in `layers[top]`: its fds
+/// from that layer down while it continues (until a layer where it is
+/// opaque, or a whiteout or non-directory hides what is below), and
+/// whether the union hides the base there.
+fn dir_layers(
+    layers: &[OwnedFd],
+    top: usize,
+    st: Stat,
+    name: &CString,
+    here: &[u8],
+    x: OverlayXattr,
+    redirect: &[u8],
+) -> Result<std::result::Result<(Vec<OwnedFd>, bool), String>> {
+    let mut sub = Vec::new();
+    for (j, l) in layers.iter().enumerate().skip(top) {
+        let s = if j == top {
+            Some(st)
+        } else {
+            fsx::try_stat_at(l.as_fd(), name).map_err(|e| ioe("stat", here, e))?
+        };
+        match s {
+            None => continue,
+            Some(s) if fsx::file_type(&s) == FileType::Directory => {
+                let fd = fsx::open_dir_at(l.as_fd(), name).map_err(|e| ioe("open", here, e))?;
+                if has_xattr(XattrTarget::Fd(fd.as_fd()), redirect, here)? {
+                    let why = format!(
+                        "{} has a redirect xattr",
+                        strata_core::error::Name(here.to_vec())
+                    );
+                    return Ok(Err(why));
+                }
+                let opaque = x
+                    .is_opaque(XattrTarget::Fd(fd.as_fd()))
+                    .map_err(|e| ioe("xattr", here, e))?;
+                sub.push(fd);
+                if opaque {
+                    return Ok(Ok((sub, true)));
+                }
+            }
+            // a whiteout or a non-directory below: what is under it (and
+            // the base) is hidden
+            Some(_) => return Ok(Ok((sub, true))),
+        }
+    }
+    Ok(Ok((sub, false)))
 }
 
 /// The merged children of a directory present in `layers` (top first):
@@ -331,10 +406,8 @@ fn children(
                     &here,
                 )?
             {
-                return Ok(Err(format!(
-                    "{} has a metacopy xattr",
-                    String::from_utf8_lossy(&here)
-                )));
+                let why = format!("{} has a metacopy xattr", strata_core::error::Name(here));
+                return Ok(Err(why));
             }
             rest.push(Child {
                 name,
@@ -344,43 +417,10 @@ fn children(
             });
             continue;
         }
-        // a directory: collect it from this layer down while it continues
-        let mut sub = Vec::new();
-        let mut hides_base = false;
-        for (j, l) in layers.iter().enumerate().skip(top) {
-            let s = if j == top {
-                Some(st)
-            } else {
-                fsx::try_stat_at(l.as_fd(), &name).map_err(|e| ioe("stat", &here, e))?
-            };
-            match s {
-                None => continue,
-                Some(s) if fsx::file_type(&s) == FileType::Directory => {
-                    let fd =
-                        fsx::open_dir_at(l.as_fd(), &name).map_err(|e| ioe("open", &here, e))?;
-                    if has_xattr(XattrTarget::Fd(fd.as_fd()), &redirect, &here)? {
-                        return Ok(Err(format!(
-                            "{} has a redirect xattr",
-                            String::from_utf8_lossy(&here)
-                        )));
-                    }
-                    let opaque = x
-                        .is_opaque(XattrTarget::Fd(fd.as_fd()))
-                        .map_err(|e| ioe("xattr", &here, e))?;
-                    sub.push(fd);
-                    if opaque {
-                        hides_base = true;
-                        break;
-                    }
-                }
-                Some(_) => {
-                    // a whiteout or a non-directory below: what is under it
-                    // (and the base) is hidden
-                    hides_base = true;
-                    break;
-                }
-            }
-        }
+        let (sub, hides_base) = match dir_layers(layers, top, st, &name, &here, x, &redirect)? {
+            Ok(v) => v,
+            Err(reason) => return Ok(Err(reason)),
+        };
         rest.push(Child {
             name,
             top,

@@ -3,23 +3,16 @@
 //! overlay, and the legacy mount rung. Needs root (skips with a reason
 //! otherwise; under CI=true that is a failure).
 
+// Tests inspect views and scratch directories by path, as a user would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
-use strata_conformance::fixture::{Backing, Scratch};
+use strata_conformance::fixture::{Backing, Scratch, privileged_test_can_run};
 use strata_conformance::layer::{dir, file, tar};
 use strata_core::{DiffBase, Driver, DriverOptions, ErrorKind, LayerId};
-use strata_overlay2::Overlay2;
 
 fn root_or_skip() -> bool {
-    if strata_core::fsx::is_root() {
-        return true;
-    }
-    assert!(
-        !strata_conformance::under_ci(),
-        "CI=true: overlay2 tests must run as root"
-    );
-    eprintln!("skipping: overlay2 needs root");
-    false
+    privileged_test_can_run("the overlay2 tests", &[])
 }
 
 fn id(s: &str) -> LayerId {
@@ -33,7 +26,7 @@ fn foreign_redirect_xattr_falls_back_to_naive_diff() {
     }
     let s = Scratch::new(Backing::Tmpfs, None).unwrap();
     let root = s.fresh_dir("root").unwrap();
-    let d = Overlay2::open(&root, DriverOptions::default()).unwrap();
+    let d = strata_overlay2::open(&root, DriverOptions::default()).unwrap();
     d.apply_diff(
         &id("base"),
         None,
@@ -51,7 +44,7 @@ fn foreign_redirect_xattr_falls_back_to_naive_diff() {
         d.diff(&id("base"), DiffBase::Empty, &mut out)
             .unwrap()
             .method,
-        "native"
+        strata_core::DiffMethod::Native
     );
     // a foreign tool with redirect_dir=on left a redirect in the upper
     let upper = root.join("overlay2/top/diff/b");
@@ -64,7 +57,7 @@ fn foreign_redirect_xattr_falls_back_to_naive_diff() {
     .unwrap();
     let mut out2 = Vec::new();
     let st = d.diff(&id("top"), DiffBase::Parent, &mut out2).unwrap();
-    assert_eq!(st.method, "naive");
+    assert_eq!(st.method, strata_core::DiffMethod::Naive);
     let status = d.status();
     let native = status
         .iter()
@@ -88,7 +81,7 @@ fn overlay_on_overlay_is_refused_with_a_clear_error() {
     }
     let s = Scratch::new(Backing::Tmpfs, None).unwrap();
     let root = s.fresh_dir("root").unwrap();
-    let d = Overlay2::open(&root, DriverOptions::default()).unwrap();
+    let d = strata_overlay2::open(&root, DriverOptions::default()).unwrap();
     d.apply_diff(&id("base"), None, &mut &tar(&[file("f", "1")])[..])
         .unwrap();
     d.create_rw(&id("rw"), Some(&id("base")), &Default::default())
@@ -112,7 +105,7 @@ fn legacy_rung_mounts_deep_stacks_with_short_links() {
     let root = s.fresh_dir("root").unwrap();
     let mut o = DriverOptions::default();
     o.0.insert("overlay2.mount_api".into(), "legacy".into());
-    let d = Overlay2::open(&root, o).unwrap();
+    let d = strata_overlay2::open(&root, o).unwrap();
     let caps = d.capabilities();
     let max = caps.max_depth.unwrap();
     assert!(max >= 100, "legacy rung reaches only {max} layers");

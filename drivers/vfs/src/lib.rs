@@ -9,38 +9,36 @@
 //!
 //! Layout under `ROOT/vfs`: `dir/ID` (the layer's tree), `mnt/ID`
 //! (read-only bind mount of a read-only layer, when root), and the shared
-//! bookkeeping of [`strata_core::state`].
+//! bookkeeping of [`strata_core::state`]. Everything else (staging,
+//! rollback, mount counts, the naive diff) is the core skeleton's
+//! ([`strata_core::layered`]); a layer in place is committed by a rename.
 
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::mount::{MountFlags, mount_bind, mount_remount};
-use strata_core::archive::{self, ApplyOptions};
-use strata_core::changes;
 use strata_core::copy::{self, CopyStats, DataCopy, TreeCopy};
 use strata_core::error::IoContext;
+use strata_core::layered::{MountPoint, NewLayer, View};
+use strata_core::registry::Entry;
 use strata_core::state::{DriverState, LayerMeta, remove_plain_dir};
 use strata_core::{
-    ApplyStats, Capabilities, Change, CreateOpts, DiffBase, DiffStats, Driver, DriverFactory,
-    DriverOptions, Error, LayerId, LayerInfo, Pairs, Result, fsx, mounts,
+    Backend, Capabilities, DriverOptions, Error, Layered, Pairs, Result, fsx, mounts,
 };
 
 pub const NAME: &str = "vfs";
 
-/// The vfs driver.
+/// The vfs backend.
 #[derive(Debug)]
 pub struct Vfs {
-    root: PathBuf,
-    state: DriverState,
     mnt: PathBuf,
     privileged: bool,
     data: DataCopy,
     probe: Probe,
 }
 
+/// What the backing file system can do, found at open.
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     reflink: bool,
@@ -49,246 +47,64 @@ struct Probe {
 }
 
 fn probe(dir: &Path) -> Result<Probe> {
+    use rustix::fs::{Mode, OFlags, openat};
     let d = fsx::open_dir_path(dir).ctx("open", dir)?;
-    let a = c".probe-a";
-    let b = c".probe-b";
-    let _ = fsx::remove_all_at(d.as_fd(), a);
-    let _ = fsx::remove_all_at(d.as_fd(), b);
-    let fa = rustix::fs::openat(
-        &d,
-        a,
-        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .ctx("create probe", dir)?;
-    rustix::io::write(&fa, b"probe").ctx("write probe", dir)?;
-    let fb = rustix::fs::openat(
-        &d,
-        b,
-        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .ctx("create probe", dir)?;
-    let reflink = rustix::fs::ioctl_ficlone(&fb, &fa).is_ok();
-    let user_xattrs =
-        fsx::xattr_set(fsx::XattrTarget::Fd(fa.as_fd()), b"user.strata.probe", b"1").is_ok();
-    let trusted_xattrs = fsx::xattr_set(
-        fsx::XattrTarget::Fd(fa.as_fd()),
-        b"trusted.strata.probe",
-        b"1",
-    )
-    .is_ok();
-    let _ = fsx::remove_all_at(d.as_fd(), a);
-    let _ = fsx::remove_all_at(d.as_fd(), b);
-    Ok(Probe {
-        reflink,
-        user_xattrs,
-        trusted_xattrs,
-    })
+    // names of this process's own: other processes probe at the same time
+    let tag = strata_core::state::unique_suffix();
+    let a = fsx::cstr(format!(".probe-{tag}-a").as_bytes()).ctx("probe", dir)?;
+    let b = fsx::cstr(format!(".probe-{tag}-b").as_bytes()).ctx("probe", dir)?;
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC;
+    let r = (|| {
+        let fa = openat(&d, &a, flags, Mode::from_raw_mode(0o600)).ctx("create probe", dir)?;
+        rustix::io::write(&fa, b"probe").ctx("write probe", dir)?;
+        let fb = openat(&d, &b, flags, Mode::from_raw_mode(0o600)).ctx("create probe", dir)?;
+        let target = fsx::XattrTarget::Fd(fa.as_fd());
+        Ok(Probe {
+            reflink: rustix::fs::ioctl_ficlone(&fb, &fa).is_ok(),
+            user_xattrs: fsx::xattr_set(target, b"user.strata.probe", b"1").is_ok(),
+            trusted_xattrs: fsx::xattr_set(target, b"trusted.strata.probe", b"1").is_ok(),
+        })
+    })();
+    let _ = fsx::remove_all_at(d.as_fd(), &a);
+    let _ = fsx::remove_all_at(d.as_fd(), &b);
+    r
 }
 
-/// Name of the file system type under `path` (for status lines).
-pub fn fs_type_name(path: &Path) -> String {
-    match rustix::fs::statfs(path) {
-        Ok(s) => match s.f_type as u64 {
-            0xEF53 => "ext4".into(),
-            0x9123683E => "btrfs".into(),
-            0x58465342 => "xfs".into(),
-            0x01021994 => "tmpfs".into(),
-            0x794c7630 => "overlayfs".into(),
-            0x2FC12FC1 => "zfs".into(),
-            0xE0F5E1E2 => "erofs".into(),
-            0x65735546 => "fuse".into(),
-            0x6969 => "nfs".into(),
-            other => format!("0x{other:x}"),
+/// Open the vfs driver on `root`. Option: `vfs.no_reflink=true` copies
+/// data even where the file system could share it.
+pub fn open(root: &Path, mut opts: DriverOptions) -> Result<Layered<Vfs>> {
+    let no_reflink = opts.take_bool("vfs.no_reflink")?.unwrap_or(false);
+    opts.finish(NAME)?;
+    let state = DriverState::open(NAME, root, "dir", &[])?;
+    let backend = Vfs {
+        mnt: state.private_dir("mnt")?,
+        privileged: fsx::is_root(),
+        data: if no_reflink {
+            DataCopy::NoReflink
+        } else {
+            DataCopy::Auto
         },
-        Err(e) => format!("unknown ({e})"),
-    }
+        probe: probe(&state.home)?,
+    };
+    Layered::open(root, state, backend)
 }
 
 impl Vfs {
-    pub fn open(root: &Path, mut opts: DriverOptions) -> Result<Self> {
-        let no_reflink = opts.take_bool("vfs.no_reflink")?.unwrap_or(false);
-        opts.finish(NAME)?;
-        let home = root.join(NAME);
-        let layers = home.join("dir");
-        let state = DriverState::open(NAME, &home, &layers, &[])?;
-        let mnt = home.join("mnt");
-        fsx::mkdir_p(&mnt, 0o700).ctx("create directory", &mnt)?;
-        let probe = probe(&home)?;
-        let v = Vfs {
-            root: root.to_path_buf(),
-            state,
-            mnt,
-            privileged: fsx::is_root(),
-            data: if no_reflink {
-                DataCopy::NoReflink
-            } else {
-                DataCopy::Auto
-            },
-            probe,
-        };
-        v.recover()?;
-        Ok(v)
-    }
-
-    /// Clean crash leftovers: staging and trash directories, metadata
-    /// without layers, mount counts whose mount is gone, mounts without a
-    /// count.
-    fn recover(&self) -> Result<()> {
-        let _l = self.state.lock()?;
-        let r = self.state.recover(&remove_plain_dir)?;
-        if !r.is_empty() {
-            tracing::info!(?r, "vfs: recovered from an interrupted operation");
-        }
-        let mounted = mounts::mounts_under(&self.mnt).ctx("read mounts", &self.mnt)?;
-        for id in self.state.mounted_ids()? {
-            let meta = match self.state.meta(&id) {
-                Ok(m) => m,
-                Err(_) => {
-                    self.state.set_mount_count(&id, 0)?;
-                    continue;
-                }
-            };
-            if self.needs_bind(&meta)
-                && !mounted
-                    .iter()
-                    .any(|m| m.mount_point == self.mnt.join(id.as_str()))
-            {
-                tracing::info!(layer = %id, "vfs: mount count without a mount; reset");
-                self.state.set_mount_count(&id, 0)?;
-            }
-        }
-        for m in mounted {
-            let id = m
-                .mount_point
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|s| LayerId::new(s).ok());
-            let counted = id.as_ref().is_some_and(|id| self.state.mount_count(id) > 0);
-            if !counted {
-                tracing::info!(path = %m.mount_point.display(), "vfs: unmounting a stale mount");
-                mounts::unmount_path(&m.mount_point).ctx("unmount", &m.mount_point)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn needs_bind(&self, meta: &LayerMeta) -> bool {
-        !meta.rw && self.privileged
-    }
-
-    fn tree(&self, id: &LayerId) -> PathBuf {
-        self.state.layer_path(id)
-    }
-
-    /// Build a new layer in a staging directory: a copy of the parent,
-    /// then `fill`; commit atomically, or remove everything on error.
-    fn build(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        rw: bool,
-        fill: impl FnOnce(&Path) -> Result<bool>,
-    ) -> Result<()> {
-        {
-            let _l = self.state.lock()?;
-            self.state.check_new(id, parent)?;
-        }
-        let held = self.state.new_staging(id)?;
-        let staging = held.path.clone();
-        let r = (|| {
-            fsx::mkdir_p(&staging, 0o755).ctx("create staging", &staging)?;
-            let dst = fsx::open_dir_path(&staging).ctx("open", &staging)?;
-            match parent {
-                Some(p) => {
-                    let src_path = self.tree(p);
-                    let src = fsx::open_dir_path(&src_path)
-                        .map_err(|_| Error::not_found(format!("parent layer {p}")))?;
-                    let stats = CopyStats::default();
-                    copy::copy_tree(
-                        src.as_fd(),
-                        dst.as_fd(),
-                        TreeCopy {
-                            data: self.data,
-                            stats: Some(&stats),
-                            keep_overlay_xattrs: false,
-                        },
-                    )
-                    .ctx("copy parent layer", &src_path)?;
-                    tracing::debug!(?stats, "vfs: copied parent");
-                }
-                None => {
-                    rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(0o755))
-                        .ctx("chmod", &staging)?;
-                }
-            }
-            let applied = fill(&staging)?;
-            let mut meta = LayerMeta::new(id, parent, rw);
-            if applied {
-                meta.extra
-                    .insert(strata_core::state::APPLIED.into(), "true".into());
-            }
-            self.state.commit(&staging, &meta)
-        })();
-        if r.is_err() {
-            let _ = remove_plain_dir(&staging);
-        }
-        r
-    }
-
-    fn view(&self, id: &LayerId) -> Result<PathBuf> {
-        self.state.meta(id)?;
-        Ok(self.tree(id))
-    }
-
-    fn base_view(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Option<PathBuf>> {
-        Ok(match base {
-            DiffBase::Empty => None,
-            DiffBase::Parent => match self.state.meta(id)?.parent {
-                Some(p) => Some(self.view(&p)?),
-                None => None,
-            },
-            DiffBase::Layer(p) => Some(self.view(p)?),
-        })
-    }
-
-    fn walk_with(
-        &self,
-        id: &LayerId,
-        base: DiffBase<'_>,
-        compare_content: bool,
-        f: &mut dyn FnMut(strata_core::archive::write::DiffItem<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let lp = self.view(id)?;
-        let bp = self.base_view(id, base)?;
-        let l = fsx::open_dir_path(&lp).ctx("open", &lp)?;
-        let b = match &bp {
-            Some(p) => Some(fsx::open_dir_path(p).ctx("open", p)?),
-            None => None,
-        };
-        let opts = changes::WalkOpts {
-            filter: None,
-            compare_content,
-        };
-        changes::walk_with(l.as_fd(), b.as_ref().map(|b| b.as_fd()), opts, f)
+    fn reflinks(&self) -> bool {
+        self.probe.reflink && self.data == DataCopy::Auto
     }
 }
 
-impl Driver for Vfs {
+impl Backend for Vfs {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn root(&self) -> &Path {
-        &self.root
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             native_diff: false,
             max_depth: None,
-            shares_data: self.probe.reflink && self.data == DataCopy::Auto,
+            shares_data: self.reflinks(),
             read_only_mounts: self.privileged,
             privileged: self.privileged,
             user_xattrs: self.probe.user_xattrs,
@@ -296,143 +112,61 @@ impl Driver for Vfs {
         }
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        opts.refuse_all(NAME)?;
-        self.build(id, parent, false, |_| Ok(false))
+    /// A copy of the parent's tree (data shared by reflink where possible).
+    fn make_layer(&self, st: &DriverState, new: NewLayer<'_>) -> Result<()> {
+        let dir = new.dir;
+        fsx::mkdir_p(dir, 0o755).ctx("create staging", dir)?;
+        let dst = fsx::open_dir_path(dir).ctx("open", dir)?;
+        let Some(p) = new.parent.first() else {
+            return rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(0o755))
+                .ctx("chmod", dir);
+        };
+        let src_path = st.layer_path(&p.id);
+        let src = fsx::open_dir_path(&src_path)
+            .map_err(|_| Error::not_found(format!("parent layer {}", p.id)))?;
+        let stats = CopyStats::default();
+        let opts = TreeCopy {
+            data: self.data,
+            stats: Some(&stats),
+            keep_overlay_xattrs: false,
+        };
+        copy::copy_tree(src.as_fd(), dst.as_fd(), opts).ctx("copy parent layer", &src_path)?;
+        tracing::debug!(?stats, "vfs: copied parent");
+        Ok(())
     }
 
-    fn create_rw(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        opts.refuse_all(NAME)?;
-        self.build(id, parent, true, |_| Ok(false))
+    fn destroy(&self, dir: &Path) -> Result<()> {
+        remove_plain_dir(dir)
     }
 
-    fn apply_diff_split(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        diff: &mut (dyn Read + Send),
-        mut raw: Option<&mut dyn strata_core::archive::tarfmt::RawSink>,
-    ) -> Result<ApplyStats> {
-        if self.state.exists(id) {
-            // in place, into a layer made by `create`
-            let meta = self.state.begin_apply_in_place(id, parent)?;
-            let p = self.tree(id);
-            let fd = fsx::open_dir_path(&p).ctx("open", &p)?;
-            let r = archive::apply(
-                fd.as_fd(),
-                &p,
-                diff,
-                ApplyOptions {
-                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
-                    ..Default::default()
-                },
-            )
-            .and_then(|s| self.state.mark_applied(meta.clone()).map(|()| s));
-            if r.is_err() {
-                tracing::info!(layer = %id, "apply failed; removing the half-made layer");
-                let _ = self.remove(&meta.id);
-            }
-            return r;
+    fn view(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<View> {
+        View::dir(&st.layer_path(&chain[0].id))
+    }
+
+    /// A read-only layer is bind-mounted read-only (when root); otherwise
+    /// the tree itself is the view.
+    fn mount_point(&self, st: &DriverState, meta: &LayerMeta) -> MountPoint {
+        if meta.rw || !self.privileged {
+            MountPoint::Direct(st.layer_path(&meta.id))
+        } else {
+            MountPoint::At(self.mnt.join(meta.id.as_str()))
         }
-        let mut stats = None;
-        self.build(id, parent, false, |staging| {
-            let fd = fsx::open_dir_path(staging).ctx("open", staging)?;
-            stats = Some(archive::apply(
-                fd.as_fd(),
-                staging,
-                diff,
-                ApplyOptions {
-                    raw: strata_core::archive::tarfmt::reborrow_sink(&mut raw),
-                    ..Default::default()
-                },
-            )?);
-            Ok(true)
-        })?;
-        stats.ok_or_else(|| Error::invalid("apply", "no statistics"))
     }
 
-    fn mount(&self, id: &LayerId) -> Result<PathBuf> {
-        let _l = self.state.lock()?;
-        let meta = self.state.meta(id)?;
-        let n = self.state.mount_count(id);
-        if !self.needs_bind(&meta) {
-            self.state.set_mount_count(id, n + 1)?;
-            return Ok(self.tree(id));
-        }
-        let mp = self.mnt.join(id.as_str());
-        if n == 0 || !mounts::is_mounted(&mp).ctx("read mounts", &mp)? {
-            fsx::mkdir_p(&mp, 0o755).ctx("create mount point", &mp)?;
-            let src = self.tree(id);
-            mount_bind(&src, &mp).ctx("bind mount", &mp)?;
-            if let Err(e) = mount_remount(
-                &mp,
-                MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-                c"",
-            ) {
-                let _ = mounts::unmount_path(&mp);
-                return Err(Error::io("remount read-only", &mp, e));
-            }
-        }
-        self.state.set_mount_count(id, n + 1)?;
-        Ok(mp)
+    fn mount(&self, st: &DriverState, chain: &[LayerMeta], target: &Path) -> Result<()> {
+        let src = st.layer_path(&chain[0].id);
+        mounts::bind(&src, target, true).ctx("bind mount read-only", target)
     }
 
-    fn unmount(&self, id: &LayerId) -> Result<()> {
-        let _l = self.state.lock()?;
-        let meta = self.state.meta(id)?;
-        let n = self.state.mount_count(id);
-        if n == 0 {
-            return Ok(());
-        }
-        if n == 1 && self.needs_bind(&meta) {
-            let mp = self.mnt.join(id.as_str());
-            mounts::unmount_path(&mp).ctx("unmount", &mp)?;
-            let _ = std::fs::remove_dir(&mp);
-        }
-        self.state.set_mount_count(id, n - 1)
+    fn mounts_dir(&self, _: &DriverState) -> PathBuf {
+        self.mnt.clone()
     }
 
-    fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        changes::write_diff_with(out, |emit| {
-            self.walk_with(id, base, true, emit).map(|()| "naive")
-        })
-    }
-
-    fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>> {
-        changes::collect_changes(|emit| self.walk_with(id, base, true, emit))
-    }
-
-    fn diff_size(&self, id: &LayerId, base: DiffBase<'_>) -> Result<u64> {
-        changes::collect_size(|emit| self.walk_with(id, base, false, emit))
-    }
-
-    fn remove(&self, id: &LayerId) -> Result<()> {
-        let t = self.state.begin_remove(id)?;
-        let _ = std::fs::remove_dir(self.mnt.join(id.as_str()));
-        remove_plain_dir(&t.path)
-    }
-
-    fn exists(&self, id: &LayerId) -> bool {
-        self.state.exists(id)
-    }
-
-    fn layer(&self, id: &LayerId) -> Result<LayerInfo> {
-        Ok(self.state.meta(id)?.info())
-    }
-
-    fn layers(&self) -> Result<Vec<LayerInfo>> {
-        Ok(self.state.list()?.iter().map(|m| m.info()).collect())
-    }
-
-    fn status(&self) -> Pairs {
-        let layers = self.state.list().map(|l| l.len()).unwrap_or(0);
+    fn status(&self, _: &DriverState) -> Pairs {
         vec![
-            ("Driver".into(), NAME.into()),
-            ("Root".into(), self.root.display().to_string()),
-            ("Backing Filesystem".into(), fs_type_name(&self.state.home)),
             (
                 "Reflink".into(),
-                if self.probe.reflink && self.data == DataCopy::Auto {
+                if self.reflinks() {
                     "yes (FICLONE)".into()
                 } else {
                     "no (copy_file_range / read-write)".into()
@@ -446,36 +180,20 @@ impl Driver for Vfs {
                     "no (not root)".into()
                 },
             ),
-            ("Layers".into(), layers.to_string()),
         ]
     }
 
-    fn metadata(&self, id: &LayerId) -> Result<Pairs> {
-        let chain = self.state.chain(id)?;
-        let mut pairs: Pairs = vec![("Path".into(), self.tree(id).display().to_string())];
-        pairs.extend(self.state.layer_pairs(&chain));
-        Ok(pairs)
-    }
-
-    fn cleanup(&self) -> Result<()> {
-        self.state.unmount_all(&self.mnt)
+    fn metadata(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<Pairs> {
+        Ok(vec![(
+            "Path".into(),
+            st.layer_path(&chain[0].id).display().to_string(),
+        )])
     }
 }
 
 /// Registry entry of the vfs driver.
-#[derive(Debug, Default)]
-pub struct Factory;
-
-impl DriverFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn supported(&self, _root: &Path) -> Result<()> {
-        Ok(())
-    }
-
-    fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
-        Ok(Box::new(Vfs::open(root, opts)?))
-    }
-}
+pub const ENTRY: Entry = Entry {
+    name: NAME,
+    supported: |_| Ok(()),
+    open: |root, opts| Ok(Box::new(open(root, opts)?)),
+};

@@ -1,8 +1,7 @@
-//! Compression detection and the hashing reader behind the diffID.
+//! Compression of layer blobs: detected by magic bytes, undone while
+//! streaming.
 
 use std::io::{self, Read};
-
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -15,10 +14,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The compression whose magic `magic` (the first bytes) starts with.
     pub fn detect(magic: &[u8]) -> Result<Compression> {
         Ok(match magic {
             [0x1f, 0x8b, ..] => Compression::Gzip,
             [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            // a zstd skippable frame (RFC 8878: magic 0x184D2A50 to
+            // 0x184D2A5F, little-endian), which writers use for metadata;
+            // the decoder skips it
+            [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..] => Compression::Zstd,
             [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
                 return Err(Error::unsupported(
                     "xz-compressed layer",
@@ -68,89 +72,4 @@ pub fn decompress<'a>(input: &'a mut (dyn Read + Send)) -> Result<Box<dyn Read +
                 .map_err(|e| Error::archive("zstd stream", Some(e)))?,
         ),
     })
-}
-
-/// Counts and hashes (sha256) every byte read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R> std::fmt::Debug for HashingReader<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashingReader")
-            .field("count", &self.count)
-            .finish()
-    }
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// Hex digest and byte count.
-    pub fn finish(self) -> (String, u64) {
-        (hex::encode(self.hasher.finalize()), self.count)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// Counts and hashes every byte written through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W> std::fmt::Debug for HashingWriter<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashingWriter")
-            .field("count", &self.count)
-            .finish()
-    }
-}
-
-impl<W: io::Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    pub fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.count)
-    }
-}
-
-impl<W: io::Write> io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// sha256 of a byte slice as `sha256:HEX`.
-pub fn sha256_digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }

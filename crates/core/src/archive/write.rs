@@ -6,65 +6,22 @@
 //! a backend's native one); the writer only reads the inodes they point at.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 
-use rustix::fs::{self as rfs, FileType, SeekFrom, Stat};
-use rustix::io::Errno;
+use rustix::fs::{self as rfs, FileType, Stat};
 
-use super::tarfmt::{Kind, Segment, TarWriter, WriteHead};
-use crate::driver::ChangeKind;
+use super::tar::{Kind, Segment, TarWriter, WriteHead};
 use crate::error::{Error, Result};
 use crate::fsx::{self, XattrTarget};
 use crate::resolve::join;
+use crate::walk::{DiffItem, DiffSource, Emit, exported_xattr};
 use crate::whiteout;
-
-/// Where to read an inode from.
-#[derive(Debug, Clone, Copy)]
-pub enum DiffSource<'a> {
-    /// A directory, by its own fd.
-    Dir(BorrowedFd<'a>),
-    /// Any inode, by its parent directory and name.
-    At(BorrowedFd<'a>, &'a CStr),
-}
-
-/// One element of a layer diff, in tar order.
-#[derive(Debug, Clone, Copy)]
-pub enum DiffItem<'a> {
-    /// A path that is new or changed in the layer.
-    Entry {
-        path: &'a [u8],
-        change: ChangeKind,
-        st: &'a Stat,
-        src: DiffSource<'a>,
-    },
-    /// A path that was deleted: `.wh.NAME` beside it. `mtime` is used for
-    /// the whiteout file (the parent directory's, so output is stable).
-    Whiteout { path: &'a [u8], mtime: (i64, u32) },
-    /// A directory that hides everything its lower layers had.
-    Opaque { dir: &'a [u8], mtime: (i64, u32) },
-}
-
-impl DiffItem<'_> {
-    /// The change this item stands for (`None` for opaque markers).
-    pub fn change(&self) -> Option<(ChangeKind, &[u8])> {
-        match self {
-            DiffItem::Entry { path, change, .. } => Some((*change, path)),
-            DiffItem::Whiteout { path, .. } => Some((ChangeKind::Deleted, path)),
-            DiffItem::Opaque { .. } => None,
-        }
-    }
-}
-
-/// Is this xattr exported into diffs? Backend markers and host labels stay.
-pub fn exported_xattr(name: &[u8]) -> bool {
-    !whiteout::is_overlay_xattr(name) && name != b"security.selinux"
-}
 
 /// Streams diff items into a tar.
 pub struct DiffWriter<W: Write> {
     tar: TarWriter<W>,
+    /// First path written of each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
 }
@@ -78,61 +35,29 @@ impl<W: Write> std::fmt::Debug for DiffWriter<W> {
 }
 
 fn werr(path: &[u8], e: io::Error) -> Error {
-    Error::io(
-        "write diff entry",
-        String::from_utf8_lossy(path).as_ref(),
-        e,
-    )
+    Error::io_at("write diff entry", path, e)
 }
 
 fn mtime(st: &Stat) -> (i64, u32) {
     (st.st_mtime, st.st_mtime_nsec as u32)
 }
 
-/// The data segments of a file with holes (`None` when it has none).
-pub fn data_segments(fd: BorrowedFd<'_>, size: u64) -> io::Result<Option<Vec<Segment>>> {
-    let mut segs = Vec::new();
-    let mut pos = 0u64;
-    let mut holes = false;
-    while pos < size {
-        let data = match rfs::seek(fd, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(Errno::NXIO) => {
-                holes = true; // a hole up to the end
-                break;
-            }
-            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if data >= size {
-            holes = true;
-            break;
-        }
-        if data > pos {
-            holes = true;
-        }
-        let hole = match rfs::seek(fd, SeekFrom::Hole(data)) {
-            Ok(h) => h.min(size),
-            Err(e) => return Err(e.into()),
-        };
-        segs.push(Segment {
-            offset: data,
-            len: hole - data,
-        });
-        pos = hole;
+/// The header of an entry, its kind and link target left to the caller.
+fn base_head<'a>(path: &'a [u8], st: &Stat, xattrs: &'a [(Vec<u8>, Vec<u8>)]) -> WriteHead<'a> {
+    WriteHead {
+        path,
+        kind: Kind::File,
+        link: b"",
+        mode: st.st_mode & 0o7777,
+        uid: u64::from(st.st_uid),
+        gid: u64::from(st.st_gid),
+        mtime: mtime(st),
+        size: 0,
+        dev_major: 0,
+        dev_minor: 0,
+        xattrs,
+        sparse: None,
     }
-    rfs::seek(fd, SeekFrom::Start(0))?;
-    if !holes {
-        return Ok(None);
-    }
-    if size > 0 && segs.last().is_none_or(|s| s.offset + s.len < size) {
-        // GNU tar wants the map to reach the end: a zero-length last segment
-        segs.push(Segment {
-            offset: size,
-            len: 0,
-        });
-    }
-    Ok(Some(segs))
 }
 
 impl<W: Write> DiffWriter<W> {
@@ -157,25 +82,25 @@ impl<W: Write> DiffWriter<W> {
 
     fn marker(&mut self, dir: &[u8], name: &[u8], mtime: (i64, u32)) -> Result<()> {
         let p = join(dir, name);
-        self.tar
-            .write_head(&WriteHead {
-                path: &p,
-                kind: Kind::File,
-                link: b"",
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                mtime,
-                size: 0,
-                dev_major: 0,
-                dev_minor: 0,
-                xattrs: &[],
-                sparse: None,
-            })
-            .map_err(|e| werr(&p, e))?;
+        let st_like = WriteHead {
+            path: &p,
+            kind: Kind::File,
+            link: b"",
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: &[],
+            sparse: None,
+        };
+        self.tar.write_head(&st_like).map_err(|e| werr(&p, e))?;
         Ok(())
     }
 
+    /// Write one item.
     pub fn item(&mut self, item: DiffItem<'_>) -> Result<()> {
         match item {
             DiffItem::Whiteout { path, mtime } => {
@@ -188,69 +113,20 @@ impl<W: Write> DiffWriter<W> {
     }
 
     fn entry(&mut self, path: &[u8], st: &Stat, src: DiffSource<'_>) -> Result<()> {
-        let ft = fsx::file_type(st);
         let xt = match src {
             DiffSource::Dir(fd) => XattrTarget::Fd(fd),
             DiffSource::At(d, n) => XattrTarget::At(d, n.to_bytes()),
         };
         let mut xattrs = fsx::xattrs(xt).map_err(|e| werr(path, e))?;
         xattrs.retain(|(k, _)| exported_xattr(k));
-        let mut head = WriteHead {
-            path,
-            kind: Kind::File,
-            link: b"",
-            mode: st.st_mode & 0o7777,
-            uid: u64::from(st.st_uid),
-            gid: u64::from(st.st_gid),
-            mtime: mtime(st),
-            size: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            xattrs: &xattrs,
-            sparse: None,
-        };
-        let link_target;
-        match ft {
-            FileType::Directory => {
-                head.kind = Kind::Dir;
-                if path.is_empty() {
-                    head.path = b".";
-                }
-            }
-            FileType::Symlink => {
-                let DiffSource::At(d, n) = src else {
-                    return Err(werr(path, io::Error::other("symlink without parent")));
-                };
-                link_target = rfs::readlinkat(d, n, Vec::new())
-                    .map_err(|e| werr(path, e.into()))?
-                    .into_bytes();
-                head.kind = Kind::Symlink;
-                head.link = &link_target;
-            }
-            FileType::CharacterDevice | FileType::BlockDevice => {
-                if ft == FileType::CharacterDevice && st.st_rdev == 0 {
-                    return Err(Error::invalid(
-                        format!("entry {}", crate::error::Name(path.to_vec())),
-                        "an overlay whiteout device cannot be written into a diff",
-                    ));
-                }
-                head.kind = if ft == FileType::CharacterDevice {
-                    Kind::Char
-                } else {
-                    Kind::Block
-                };
-                head.dev_major = rfs::major(st.st_rdev);
-                head.dev_minor = rfs::minor(st.st_rdev);
-            }
-            FileType::Fifo => head.kind = Kind::Fifo,
-            FileType::Socket => {
-                tracing::warn!(path = %String::from_utf8_lossy(path), "skipping socket (tar cannot hold one)");
-                return Ok(());
-            }
-            FileType::RegularFile => {}
-            FileType::Unknown => {
-                return Err(werr(path, io::Error::other("unknown file type")));
-            }
+        let mut head = base_head(path, st, &xattrs);
+        let ft = fsx::file_type(st);
+        let mut link_target = Vec::new();
+        if !self.set_kind(&mut head, ft, st, src, &mut link_target)? {
+            return Ok(());
+        }
+        if !link_target.is_empty() {
+            head.link = &link_target;
         }
         // hardlinks within the diff stay hardlinks
         if ft != FileType::Directory && st.st_nlink > 1 {
@@ -269,45 +145,99 @@ impl<W: Write> DiffWriter<W> {
             self.tar.write_head(&head).map_err(|e| werr(path, e))?;
             return Ok(());
         }
+        self.file(head, st, src)
+    }
+
+    /// Set the header's kind (and device numbers, link target) from the
+    /// inode's type; `false` for what a tar cannot hold (sockets).
+    fn set_kind(
+        &self,
+        head: &mut WriteHead<'_>,
+        ft: FileType,
+        st: &Stat,
+        src: DiffSource<'_>,
+        link_target: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let path = head.path;
+        match ft {
+            FileType::Directory => {
+                head.kind = Kind::Dir;
+                if path.is_empty() {
+                    head.path = b".";
+                }
+            }
+            FileType::Symlink => {
+                let DiffSource::At(d, n) = src else {
+                    return Err(werr(path, io::Error::other("symlink without parent")));
+                };
+                *link_target = rfs::readlinkat(d, n, Vec::new())
+                    .map_err(|e| werr(path, e.into()))?
+                    .into_bytes();
+                head.kind = Kind::Symlink;
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                if ft == FileType::CharacterDevice && st.st_rdev == 0 {
+                    return Err(Error::invalid(
+                        format!("entry {}", crate::error::Name(path.to_vec())),
+                        "an overlay whiteout device cannot be written into a diff",
+                    ));
+                }
+                head.kind = if ft == FileType::CharacterDevice {
+                    Kind::Char
+                } else {
+                    Kind::Block
+                };
+                head.dev_major = rfs::major(st.st_rdev);
+                head.dev_minor = rfs::minor(st.st_rdev);
+            }
+            FileType::Fifo => head.kind = Kind::Fifo,
+            FileType::Socket => {
+                tracing::warn!(path = %crate::error::Name(path.to_vec()), "skipping socket (tar cannot hold one)");
+                return Ok(false);
+            }
+            FileType::RegularFile => {}
+            FileType::Unknown => {
+                return Err(werr(path, io::Error::other("unknown file type")));
+            }
+        }
+        Ok(true)
+    }
+
+    /// A regular file: its header, then its data (only the data segments
+    /// of a file with holes).
+    fn file(&mut self, head: WriteHead<'_>, st: &Stat, src: DiffSource<'_>) -> Result<()> {
+        let path = head.path;
         let DiffSource::At(d, n) = src else {
             return Err(werr(path, io::Error::other("file without parent")));
         };
         let fd = fsx::open_file_at(d, n).map_err(|e| werr(path, e))?;
         let size = st.st_size as u64;
-        head.size = size;
         let segs = if (st.st_blocks as u64) * 512 < size {
-            data_segments(fd.as_fd(), size).map_err(|e| werr(path, e))?
+            fsx::data_segments(fd.as_fd(), size).map_err(|e| werr(path, e))?
         } else {
             None
         };
-        head.sparse = segs.as_deref();
-        let data_len = self.tar.write_head(&head).map_err(|e| werr(path, e))?;
-        let map_len = match &segs {
-            Some(_) => {
-                // write_head returned the data bytes after the map
-                let total: u64 = segs.iter().flatten().map(|s| s.len).sum();
-                debug_assert_eq!(total, data_len);
-                0
-            }
-            None => 0,
+        let head = WriteHead {
+            size,
+            sparse: segs.as_deref(),
+            ..head
         };
-        let _ = map_len;
+        // for a sparse file: the data bytes after the (already padded) map
+        let data_len = self.tar.write_head(&head).map_err(|e| werr(path, e))?;
         let mut f = std::fs::File::from(fd);
+        let ranges: Vec<Segment> = match &segs {
+            None => vec![Segment {
+                offset: 0,
+                len: size,
+            }],
+            Some(s) => s.clone(),
+        };
         let mut written = 0u64;
-        match &segs {
-            None => {
-                written += self.copy_range(&mut f, 0, size, path)?;
-            }
-            Some(segs) => {
-                for s in segs {
-                    written += self.copy_range(&mut f, s.offset, s.len, path)?;
-                }
-            }
+        for s in ranges {
+            written += self.copy_range(&mut f, s.offset, s.len, path)?;
         }
         debug_assert_eq!(written, data_len);
-        // the sparse map block(s) were padded to 512 already
-        self.tar.finish_data(data_len).map_err(|e| werr(path, e))?;
-        Ok(())
+        self.tar.finish_data(data_len).map_err(|e| werr(path, e))
     }
 
     /// Copy exactly `len` bytes from `offset`; a file that shrank meanwhile
@@ -343,10 +273,11 @@ impl<W: Write> DiffWriter<W> {
     }
 }
 
-/// Write every item produced by `walk` as a tar into `out`.
+/// Write every item produced by `walk` as a tar into `out`; returns the
+/// writer, the bytes written and the entries.
 pub fn write_diff<W: Write>(
     out: W,
-    walk: impl FnOnce(&mut dyn FnMut(DiffItem<'_>) -> Result<()>) -> Result<()>,
+    walk: impl FnOnce(&mut Emit<'_>) -> Result<()>,
 ) -> Result<(W, u64, u64)> {
     let mut w = DiffWriter::new(out);
     walk(&mut |item| w.item(item))?;

@@ -1,0 +1,107 @@
+//! Hardlinks: the target resolves in the root like any path and must be
+//! an existing non-directory; with overlay whiteouts, a target that lives in
+//! a lower layer is copied up first (as overlayfs does without `index=on`).
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::fs::{self as rfs, FileType};
+
+use super::{Applier, sys};
+use crate::archive::tar::EntryHead;
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::resolve::{self, Missing, join, normalize, split_parent};
+use crate::whiteout::WhiteoutFormat;
+
+impl Applier<'_> {
+    pub(super) fn hardlink(
+        &mut self,
+        head: &EntryHead,
+        pfd: BorrowedFd<'_>,
+        cbase: &CStr,
+        rpath: &[u8],
+        existing: Option<&rfs::Stat>,
+    ) -> Result<()> {
+        let target = normalize(&head.link)?;
+        if target.is_empty() {
+            return Err(Error::invalid("hardlink", "target is the layer root"));
+        }
+        let (tdir, tbase) = split_parent(&target);
+        let ctbase = resolve::component(tbase)?;
+        let overlay = matches!(self.format, WhiteoutFormat::Overlay(_));
+        let (tparent, lower_visible) = {
+            let missing = if overlay {
+                Missing::CreateIfLower
+            } else {
+                Missing::Stop
+            };
+            let (res, mut hook) = self.hook();
+            res.dir_seeing_lower(tdir, missing, &mut hook)?
+        }
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "hardlink target {}",
+                crate::error::Name(head.link.clone())
+            ))
+        })?;
+        let trpath = join(&tparent.path, tbase);
+        let mut tst =
+            fsx::try_stat_at(tparent.fd.as_fd(), &ctbase).map_err(|e| sys("stat", &trpath, e))?;
+        let mut existing = existing.copied();
+        if overlay && tst.is_none() && lower_visible {
+            // the target lives in a lower layer: copy it up first
+            if let Some((lst, ft)) = self.res.lower_stat(&trpath)?
+                && ft != FileType::Directory
+                && let Some((lfd, lbase)) = self.res.lower_parent(&trpath)?
+            {
+                let clbase = resolve::component(&lbase)?;
+                crate::copy::copy_node(
+                    lfd.as_fd(),
+                    &clbase,
+                    &lst,
+                    tparent.fd.as_fd(),
+                    &ctbase,
+                    None,
+                )
+                .map_err(|e| sys("copy up", &trpath, e))?;
+                tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
+                    .map_err(|e| sys("stat", &trpath, e))?;
+                // the copy may have landed on the entry's own name (a link
+                // to itself)
+                existing = fsx::try_stat_at(pfd, cbase).map_err(|e| sys("stat", rpath, e))?;
+            }
+        }
+        let tst = match tst {
+            Some(st) if !(overlay && fsx::is_whiteout(&st)) => st,
+            _ => {
+                return Err(Error::not_found(format!(
+                    "hardlink target {}",
+                    crate::error::Name(head.link.clone())
+                )));
+            }
+        };
+        if fsx::file_type(&tst) == FileType::Directory {
+            return Err(Error::invalid("hardlink", "target is a directory"));
+        }
+        if let Some(st) = existing {
+            if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino {
+                // already the same file; still this layer's entry, which a
+                // later opaque marker or whiteout of the dir must spare
+                self.created.insert(rpath.to_vec());
+                return Ok(());
+            }
+            fsx::remove_all_at(pfd, cbase).map_err(|e| sys("remove", rpath, e))?;
+        }
+        rfs::linkat(
+            tparent.fd.as_fd(),
+            ctbase.as_c_str(),
+            pfd,
+            cbase,
+            rfs::AtFlags::empty(),
+        )
+        .map_err(|e| sys("link", rpath, e))?;
+        self.created.insert(rpath.to_vec());
+        Ok(())
+    }
+}
