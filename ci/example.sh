@@ -21,8 +21,8 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '\n\033[1m$ strata %s\033[0m\n' "$*"; "$S" "$@"; }
 
-step image import examples/hello-image
-step image import examples/hello-image          # again: every layer "Already exists"
+step image load -i examples/hello-image
+step image load -i examples/hello-image         # again: every layer "Already exists"
 step image ls --digests
 step image inspect strata/hello
 step image history strata/hello
@@ -39,7 +39,7 @@ step ps --size
 step container commit web strata/hello:v2 -m "configured by the example"
 step image history strata/hello:v2
 step image ls
-step df -v
-step image export strata/hello:v2 -o "$work/hello-v2.oci.tar"
+step df --details
+step image save strata/hello:v2 -o "$work/hello-v2.oci.tar"
 tar -tvf "$work/hello-v2.oci.tar"
 step check

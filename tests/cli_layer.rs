@@ -146,7 +146,7 @@ fn changes_mount_size_and_diff_contract() {
 fn store_commands_leave_low_level_layers_alone() {
     let e = Env::new("vfs");
     e.ok(&["layer", "create", "mine"]);
-    e.ok(&["image", "import", EXAMPLE]);
+    e.ok(&["image", "load", "-i", EXAMPLE]);
     e.ok(&["image", "ls"]);
     e.ok(&["prune"]);
     assert!(e.ok(&["check"]).contains("consistent"));

@@ -42,7 +42,7 @@ fn skopeo_and_podman_round_trips() {
         return;
     }
     let e = Env::new("vfs");
-    e.ok(&["image", "import", EXAMPLE]);
+    e.ok(&["image", "load", "-i", EXAMPLE]);
     let oci = e.root.join("h.oci.tar");
     let docker = e.root.join("h.docker.tar");
     e.ok(&[
@@ -126,19 +126,24 @@ fn skopeo_and_podman_round_trips() {
         &other,
         &[
             "image",
-            "import",
+            "load",
+            "-i",
             sk_oci.to_str().unwrap(),
             "--tag",
             "skopeo/oci:v1",
         ],
     );
-    e.ok_in(&other, &["image", "import", sk_docker.to_str().unwrap()]);
-    e.ok_in(&other, &["image", "import", p_docker.to_str().unwrap()]);
+    e.ok_in(
+        &other,
+        &["image", "load", "-i", sk_docker.to_str().unwrap()],
+    );
+    e.ok_in(&other, &["image", "load", "-i", p_docker.to_str().unwrap()]);
     e.ok_in(
         &other,
         &[
             "image",
-            "import",
+            "load",
+            "-i",
             p_oci.to_str().unwrap(),
             "--tag",
             "podman/oci:v1",

@@ -79,13 +79,13 @@ fn crash_points(driver: &'static str) {
     std::fs::write(&big, many_files_tar(4000, "big")).unwrap();
     let layout = work.join("layout");
     make_big_layout(&layout);
-    e.ok(&["image", "import", EXAMPLE]);
-    e.ok(&["container", "create", "c", "strata/hello"]);
-    let v = e.ok(&["container", "mount", "c"]).trim().to_string();
+    e.ok(&["image", "load", "-i", EXAMPLE]);
+    e.ok(&["container", "create", "cc", "strata/hello"]);
+    let v = e.ok(&["container", "mount", "cc"]).trim().to_string();
     for i in 0..3000 {
         std::fs::write(format!("{v}/f{i}"), format!("{i}").repeat(30)).unwrap();
     }
-    e.ok(&["container", "unmount", "c"]);
+    e.ok(&["container", "unmount", "cc"]);
 
     let seed = 0x5eed_0000 + driver.len() as u64;
     let mut rng = Rng(seed);
@@ -108,7 +108,8 @@ fn crash_points(driver: &'static str) {
             ],
             1 => vec![
                 "image".into(),
-                "import".into(),
+                "load".into(),
+                "-i".into(),
                 layout.display().to_string(),
                 "--tag".into(),
                 format!("big:{i}"),
@@ -116,14 +117,15 @@ fn crash_points(driver: &'static str) {
             2 => vec![
                 "container".into(),
                 "commit".into(),
-                "c".into(),
+                "cc".into(),
                 format!("committed:{i}"),
             ],
             _ => {
                 // something to remove: an image made earlier (imported again if needed)
                 e.ok(&[
                     "image",
-                    "import",
+                    "load",
+                    "-i",
                     layout.to_str().unwrap(),
                     "--tag",
                     &format!("victim:{i}"),
@@ -160,12 +162,13 @@ fn crash_points(driver: &'static str) {
     // and it is still a working store
     e.ok(&[
         "image",
-        "import",
+        "load",
+        "-i",
         layout.to_str().unwrap(),
         "--tag",
         "final:1",
     ]);
-    e.ok(&["container", "commit", "c", "final:2"]);
+    e.ok(&["container", "commit", "cc", "final:2"]);
     assert!(e.ok(&["check"]).contains("consistent"));
     eprintln!(
         "{driver}: survived {} kill -9 points (layer apply {}, import {}, commit {}, rm {}), seed {seed:#x}",
@@ -312,13 +315,20 @@ fn full_disk(driver: &'static str) {
     add_huge_layer(&huge, 200 << 20);
     let o = e.run_in(
         &root,
-        &["image", "import", huge.to_str().unwrap(), "--tag", "huge:1"],
+        &[
+            "image",
+            "load",
+            "-i",
+            huge.to_str().unwrap(),
+            "--tag",
+            "huge:1",
+        ],
     );
     assert!(!o.status.success(), "{driver}: the huge image imported");
     assert_eq!(e.ok_in(&root, &["image", "ls", "-q"]).trim(), "");
     assert!(e.ok_in(&root, &["check"]).contains("consistent"));
     // and the store is usable afterwards
-    e.ok_in(&root, &["image", "import", EXAMPLE]);
+    e.ok_in(&root, &["image", "load", "-i", EXAMPLE]);
     let t = outside.path().join("small.tar");
     std::fs::write(&t, many_files_tar(10, "s")).unwrap();
     e.ok_in(&root, &["layer", "apply", "after", t.to_str().unwrap()]);
@@ -406,7 +416,7 @@ fn concurrency(driver: &'static str) {
         return;
     }
     let e = Env::new(driver);
-    e.ok(&["image", "import", EXAMPLE]);
+    e.ok(&["image", "load", "-i", EXAMPLE]);
     let small = e.another_root().join("small.tar");
     std::fs::write(&small, many_files_tar(50, "w")).unwrap();
     e.ok(&["layer", "apply", "sbase", small.to_str().unwrap()]);
@@ -488,7 +498,7 @@ fn concurrency(driver: &'static str) {
                                 run(&["image", "ls"], &mut done, &mut bad);
                                 run(&["df"], &mut done, &mut bad);
                                 run(&["image", "rm", "strata/hello"], &mut done, &mut bad); // refused while containers use it, else re-imported below
-                                run(&["image", "import", EXAMPLE], &mut done, &mut bad);
+                                run(&["image", "load", "-i", EXAMPLE], &mut done, &mut bad);
                             }
                         }
                     }

@@ -20,12 +20,12 @@ fn image_workflow(driver: &'static str) {
     let e = Env::new(driver);
 
     // import, like docker pull
-    let out = e.ok(&["image", "import", EXAMPLE]);
+    let out = e.ok(&["image", "load", "-i", EXAMPLE]);
     assert_eq!(lines_with(&out, "Pull complete"), 2, "{out}");
     assert!(out.contains(&format!("Digest: {EXAMPLE_DIGEST}")), "{out}");
     let layers_before = e.ok(&["layer", "ls", "--format", "json"]);
     // importing again touches no layer
-    let out = e.ok(&["image", "import", EXAMPLE]);
+    let out = e.ok(&["image", "load", "-i", EXAMPLE]);
     assert_eq!(lines_with(&out, "Already exists"), 2, "{out}");
     assert_eq!(e.ok(&["layer", "ls", "--format", "json"]), layers_before);
 
@@ -132,8 +132,8 @@ fn image_workflow(driver: &'static str) {
         }
     }
     let other = e.another_root();
-    e.ok_in(&other, &["image", "import", oci.to_str().unwrap()]);
-    e.ok_in(&other, &["image", "import", docker.to_str().unwrap()]);
+    e.ok_in(&other, &["image", "load", "-i", oci.to_str().unwrap()]);
+    e.ok_in(&other, &["image", "load", "-i", docker.to_str().unwrap()]);
     let ids = |root: &std::path::Path| {
         let v: serde_json::Value =
             serde_json::from_str(&e.ok_in(root, &["image", "ls", "--format", "json"])).unwrap();
@@ -195,7 +195,7 @@ fn corrupted_blob_is_refused_and_nothing_registered() {
     let n = data.len();
     data[n - 3] ^= 0xff;
     std::fs::write(&blob, &data).unwrap();
-    let err = e.fails(&["image", "import", bad.to_str().unwrap()]);
+    let err = e.fails(&["image", "load", "-i", bad.to_str().unwrap()]);
     assert!(
         err.contains("5337553ce41f3a075a9ebd26481136436347d99deabf194a56a2a96684b8a512"),
         "{err}"
@@ -211,7 +211,7 @@ fn corrupted_blob_is_refused_and_nothing_registered() {
         .unwrap()
         .replace("amd64", "arm64");
     std::fs::write(&cfg, s).unwrap();
-    let err = e.fails(&["image", "import", bad2.to_str().unwrap()]);
+    let err = e.fails(&["image", "load", "-i", bad2.to_str().unwrap()]);
     assert!(err.contains("ee5e404c20b6"), "{err}");
     assert_eq!(e.ok(&["layer", "ls", "--format", "json"]).trim(), "[]");
 }
@@ -225,7 +225,7 @@ fn interrupted_imports_leave_a_store_that_opens() {
     let root = e.another_root();
     for i in 0..8u64 {
         let mut child = e
-            .cmd_in(&root, &["image", "import", layout.to_str().unwrap()])
+            .cmd_in(&root, &["image", "load", "-i", layout.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -243,7 +243,7 @@ fn interrupted_imports_leave_a_store_that_opens() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let out = e.ok_in(&root, &["image", "import", layout.to_str().unwrap()]);
+    let out = e.ok_in(&root, &["image", "load", "-i", layout.to_str().unwrap()]);
     assert!(out.contains("Loaded image"), "{out}");
     assert!(e.ok_in(&root, &["check"]).contains("consistent"));
 }

@@ -7,7 +7,8 @@
 // roots) and mounted views the way a user would; layer contents are the
 // driver's business.
 #![allow(clippy::disallowed_methods)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod cli;
+pub mod sys;

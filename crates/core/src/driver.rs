@@ -186,6 +186,11 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Drop one reference; unmount when none is left.
     fn unmount(&self, id: &LayerId) -> Result<()>;
 
+    /// Drop every reference at once and unmount (a forced removal);
+    /// returns how many references there were. O(1) whatever the count
+    /// file says.
+    fn release(&self, id: &LayerId) -> Result<u32>;
+
     /// Write the layer's changes against `base` as an OCI layer tar.
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats>;
 

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     DriverMismatch,
     /// On-disk state that does not make sense (metadata without a layer...).
     Corrupt,
+    /// A directory that another user could have prepared or can change.
+    NotPrivate,
     Io,
 }
 
@@ -112,6 +114,12 @@ pub enum Error {
     #[error("corrupt state at {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
+    #[error(
+        "refusing to use {}: it {reason} (make it root's and not writable by group or others)",
+        Name::of_path(path)
+    )]
+    NotPrivate { path: PathBuf, reason: String },
+
     // Messages include their cause and do not also expose it as `source()`,
     // so that `{:#}` chains print each cause once. The path is escaped
     // (names come from layers and may hold control bytes).
@@ -149,6 +157,7 @@ impl Error {
             Error::PathEscape { .. } => ErrorKind::PathEscape,
             Error::DriverMismatch { .. } => ErrorKind::DriverMismatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::NotPrivate { .. } => ErrorKind::NotPrivate,
             Error::Io { .. } => ErrorKind::Io,
             Error::Entry { inner, .. } => inner.kind(),
             Error::Archive { err, .. } => match err {
@@ -209,6 +218,19 @@ impl Error {
         Error::PathEscape {
             path: Name(path.to_vec()),
             reason: reason.into(),
+        }
+    }
+
+    /// Check that a directory of ours is private (see
+    /// [`fsx::check_private_dir`](crate::fsx::check_private_dir)).
+    pub fn check_private(path: &Path) -> Result<()> {
+        match crate::fsx::check_private_dir(path) {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(Error::NotPrivate {
+                path: path.to_path_buf(),
+                reason,
+            }),
+            Err(e) => Err(Error::io("stat", path, e)),
         }
     }
 

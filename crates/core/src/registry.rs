@@ -109,7 +109,7 @@ impl Registry {
         }
         let f = self.factory(name)?;
         fsx::mkdir_p(root, 0o711).ctx("create root", root)?;
-        let root = canonical(root)?;
+        let root = private_root(root)?;
         if let Some(rec) = Self::recorded(&root)? {
             if rec != name {
                 return Err(Error::DriverMismatch {
@@ -144,6 +144,7 @@ impl Registry {
     /// The recorded driver, or the first registered one that works here.
     pub fn auto(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
         fsx::mkdir_p(root, 0o711).ctx("create root", root)?;
+        let root = &private_root(root)?;
         if let Some(rec) = Self::recorded(root)? {
             return self.open(&rec, root, opts);
         }
@@ -162,6 +163,22 @@ impl Registry {
             why.join("; "),
         ))
     }
+}
+
+/// The root, resolved; refused when another user could have prepared it
+/// (a symlink of theirs, a directory of theirs, one they can write).
+fn private_root(root: &Path) -> Result<PathBuf> {
+    let st = rustix::fs::lstat(root).ctx("stat", root)?;
+    let me = rustix::process::geteuid().as_raw();
+    if fsx::file_type(&st) == rustix::fs::FileType::Symlink && st.st_uid != me {
+        return Err(Error::NotPrivate {
+            path: root.to_path_buf(),
+            reason: format!("is a symlink owned by uid {}", st.st_uid),
+        });
+    }
+    let root = canonical(root)?;
+    Error::check_private(&root)?;
+    Ok(root)
 }
 
 #[allow(clippy::disallowed_methods)] // the root itself, not layer content

@@ -1,37 +1,105 @@
-//! The store's error type.
+//! The store's error type: one variant per thing that goes wrong, each
+//! naming the image, container, layer, digest, reference or path it is
+//! about, and a [`kind`](Error::kind) for callers that branch.
 
 use std::path::PathBuf;
 
+/// What went wrong, for callers that branch on it (the CLI maps kinds to
+/// messages and exit codes; tests assert them).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No such image, container or layer.
+    NotFound,
+    /// A name, tag or id is taken.
+    AlreadyExists,
+    /// Refused because something uses it (containers on an image, a
+    /// mounted container, a layer of an image), or a prefix is ambiguous.
+    Conflict,
+    /// The input is malformed: a reference, an archive, a name.
+    InvalidInput,
+    /// Content does not match the digest it is known by.
+    DigestMismatch,
+    /// Stored metadata does not make sense.
+    Corrupt,
+    /// The operating system refused (disk full, permissions...).
+    Io,
+    /// An error of the driver; its own kind says more.
+    Driver(strata_core::ErrorKind),
+    /// A broken invariant of the store itself (a bug).
+    Internal,
+}
+
+/// The store's error.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// From the driver.
     #[error(transparent)]
     Driver(#[from] strata_core::Error),
 
-    #[error("{op} {path}: {err}")]
+    /// A system call on a path of the store failed.
+    #[error("{op} {}: {err}", strata_core::error::Name::of_path(path))]
     Io {
         op: &'static str,
         path: PathBuf,
         err: std::io::Error,
     },
 
-    #[error("not a valid digest: {0:?}")]
-    BadDigest(String),
+    /// The metadata database refused.
+    #[error("store database ({op}): {err}")]
+    Db {
+        op: &'static str,
+        err: rusqlite::Error,
+    },
 
-    #[error("no such image: {0}")]
+    /// No image by this reference.
+    #[error("No such image: {0}")]
     NoSuchImage(String),
 
-    #[error("no such container: {0}")]
+    /// No container by this name or id.
+    #[error("No such container: {0}")]
     NoSuchContainer(String),
 
+    /// No layer by this chain ID.
     #[error("no such layer: {0}")]
     NoSuchLayer(String),
 
-    #[error("{0}")]
-    Conflict(String),
+    /// An ID prefix matches several images or containers.
+    #[error("{what} ID prefix {prefix} is ambiguous ({count} match)")]
+    Ambiguous {
+        what: &'static str,
+        prefix: String,
+        count: usize,
+    },
 
-    #[error("invalid reference {0:?}: {1}")]
-    BadReference(String, String),
+    /// A container name is taken.
+    #[error("Conflict. The container name \"{name}\" is already in use")]
+    NameInUse { name: String },
+
+    /// An image cannot go while containers use it.
+    #[error("conflict: unable to delete {image} - image is being used by container {containers}")]
+    ImageInUse { image: String, containers: String },
+
+    /// A refusal that `--force` overrides (Docker's wording in `reason`).
+    #[error("conflict: {reason}")]
+    MustForce { reason: String },
+
+    /// Mounted, so not removable now.
+    #[error("{what} is mounted ({count} references); unmount it first or use --force")]
+    Mounted { what: String, count: u32 },
+
+    /// A driver layer belongs to an image or container of the store.
+    #[error("layer {layer} is used by {by}; remove that first (or use --force)")]
+    LayerInUse { layer: String, by: String },
+
+    /// A reference (name, tag, digest) that does not follow the grammar.
+    #[error("invalid reference format {reference:?}: {reason}")]
+    BadReference { reference: String, reason: String },
+
+    /// A container or tag name that is not allowed.
+    #[error("invalid name {name:?}: {reason}")]
+    BadName { name: String, reason: String },
 
     /// A blob's content does not match the digest it is known by.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
@@ -45,17 +113,92 @@ pub enum Error {
     #[error("layer {what}: {inner}")]
     InLayer { what: String, inner: Box<Error> },
 
-    #[error("invalid image archive {path}: {reason}")]
+    /// An image archive or layout that cannot be imported.
+    #[error(
+        "{} is not an image archive Strata can read (docker-archive, OCI layout or OCI archive): {reason}",
+        strata_core::error::Name::of_path(path)
+    )]
     BadArchive { path: PathBuf, reason: String },
 
-    #[error("corrupt store metadata at {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    /// Stored metadata that does not make sense.
+    #[error("corrupt store metadata ({what}): {reason}")]
+    Corrupt { what: String, reason: String },
+
+    /// A broken invariant of the store (a bug).
+    #[error("internal error of the store: {0}")]
+    Internal(String),
 }
 
+/// The store's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// What went wrong, for callers that branch.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Driver(e) => ErrorKind::Driver(e.kind()),
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Db { err, .. } => db_kind(err),
+            Error::NoSuchImage(_) | Error::NoSuchContainer(_) | Error::NoSuchLayer(_) => {
+                ErrorKind::NotFound
+            }
+            Error::NameInUse { .. } => ErrorKind::AlreadyExists,
+            Error::Ambiguous { .. }
+            | Error::ImageInUse { .. }
+            | Error::MustForce { .. }
+            | Error::Mounted { .. }
+            | Error::LayerInUse { .. } => ErrorKind::Conflict,
+            Error::BadReference { .. } | Error::BadName { .. } | Error::BadArchive { .. } => {
+                ErrorKind::InvalidInput
+            }
+            Error::DigestMismatch { .. } => ErrorKind::DigestMismatch,
+            Error::InLayer { inner, .. } => inner.kind(),
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// A database error while doing `op`.
+    pub fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+        move |err| Error::Db { op, err }
+    }
+
+    /// An image archive that cannot be imported.
+    pub fn bad_archive(path: &std::path::Path, reason: impl Into<String>) -> Error {
+        Error::BadArchive {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn db_kind(e: &rusqlite::Error) -> ErrorKind {
+    use rusqlite::ffi::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => ErrorKind::Conflict,
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => ErrorKind::Corrupt,
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
+            ErrorKind::Io
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => ErrorKind::Io,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Attach an operation and a path to an io error.
 pub trait IoCtx<T> {
+    /// `self`'s error, naming `op` and `path`.
     fn ctx(self, op: &'static str, path: impl AsRef<std::path::Path>) -> Result<T>;
+}
+
+impl<T> IoCtx<T> for std::result::Result<T, rustix::io::Errno> {
+    fn ctx(self, op: &'static str, path: impl AsRef<std::path::Path>) -> Result<T> {
+        self.map_err(|e| Error::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            err: e.into(),
+        })
+    }
 }
 
 impl<T> IoCtx<T> for std::result::Result<T, std::io::Error> {
@@ -68,9 +211,26 @@ impl<T> IoCtx<T> for std::result::Result<T, std::io::Error> {
     }
 }
 
-pub(crate) fn archive(path: &std::path::Path, reason: impl Into<String>) -> Error {
-    Error::BadArchive {
-        path: path.to_path_buf(),
-        reason: reason.into(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_variants() {
+        assert_eq!(Error::NoSuchImage("x".into()).kind(), ErrorKind::NotFound);
+        let e = Error::InLayer {
+            what: "sha256:x".into(),
+            inner: Box::new(Error::DigestMismatch {
+                what: "a".into(),
+                expected: "b".into(),
+                actual: "c".into(),
+            }),
+        };
+        assert_eq!(e.kind(), ErrorKind::DigestMismatch);
+        let d = Error::from(strata_core::Error::not_found("layer x"));
+        assert_eq!(
+            d.kind(),
+            ErrorKind::Driver(strata_core::ErrorKind::NotFound)
+        );
     }
 }

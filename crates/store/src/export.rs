@@ -1,17 +1,20 @@
-//! Exporting images (docker archive or OCI archive), committing containers,
-//! and exporting a container's flattened root file system.
+//! Exporting images as archives: `docker save`'s layout or an OCI image
+//! layout in a tar. Each layer goes out as the blob it was imported from
+//! (byte for byte) or as its tar re-created from its tar-split, so the
+//! digests are the ones the image came with. Export holds the work lock:
+//! `image rm` waits until the layers have been read.
 
 use std::io::{Read, Write};
 
+use oci_spec::image::{DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType};
 use serde_json::json;
-use strata_core::DiffBase;
+use strata_core::Digest;
 use strata_core::archive::tar::{Kind, TarWriter, WriteHead};
 
-use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result};
-use crate::{ImageRecord, LayerRecord, Store, now, reference};
+use crate::{ImageRecord, LayerRecord, Store, reference};
 
-/// Archive formats of `image export`.
+/// Archive formats of `image export` / `image save`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `docker save` layout: manifest.json, config, one tar per layer.
@@ -20,12 +23,9 @@ pub enum Format {
     Oci,
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn head<'a>(path: &'a [u8], size: u64, mtime: i64) -> WriteHead<'a> {
+fn head(path: &[u8], size: u64, mtime: i64) -> WriteHead<'_> {
     WriteHead {
         path,
         kind: Kind::File,
@@ -45,13 +45,11 @@ fn head<'a>(path: &'a [u8], size: u64, mtime: i64) -> WriteHead<'a> {
 /// Writes exactly the bytes it is given into an open tar entry.
 struct EntryWriter<'a, W: Write> {
     tar: &'a mut TarWriter<W>,
-    written: u64,
 }
 
 impl<W: Write> Write for EntryWriter<'_, W> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.tar.write_data(b)?;
-        self.written += b.len() as u64;
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -67,6 +65,22 @@ fn guess_media(blob_head: &[u8]) -> &'static str {
     }
 }
 
+/// An image to write: its record, config, layers and names.
+struct Export {
+    img: ImageRecord,
+    config: Vec<u8>,
+    layers: Vec<LayerRecord>,
+    tags: Vec<String>,
+    mtime: i64,
+}
+
+/// One layer in an OCI layout: the blob that goes out for it.
+struct Blob {
+    digest: Digest,
+    size: u64,
+    media: String,
+}
+
 impl Store {
     fn put_bytes<W: Write>(
         &self,
@@ -79,8 +93,7 @@ impl Store {
             .write_head(&head(name.as_bytes(), data.len() as u64, mtime))
             .ctx("write", name)?;
         tar.write_data(data).ctx("write", name)?;
-        tar.finish_data(n).ctx("write", name)?;
-        Ok(())
+        tar.finish_data(n).ctx("write", name)
     }
 
     fn put_layer_tar<W: Write>(
@@ -93,7 +106,7 @@ impl Store {
         let n = tar
             .write_head(&head(name.as_bytes(), l.tar_size, mtime))
             .ctx("write", name)?;
-        let mut w = EntryWriter { tar, written: 0 };
+        let mut w = EntryWriter { tar };
         let written = self.write_layer_tar(l, &mut w)?;
         if written != l.tar_size {
             return Err(Error::DigestMismatch {
@@ -102,36 +115,33 @@ impl Store {
                 actual: written.to_string(),
             });
         }
-        tar.finish_data(n).ctx("write", name)?;
-        Ok(())
+        tar.finish_data(n).ctx("write", name)
     }
 
     fn put_blob_file<W: Write>(
         &self,
         tar: &mut TarWriter<W>,
         name: &str,
-        d: &Digest,
-        size: u64,
+        b: &Blob,
         mtime: i64,
     ) -> Result<()> {
-        let p = self.blob_path(d);
+        let p = self.blob_path(&b.digest);
         let mut f = std::fs::File::open(&p).ctx("open blob", &p)?;
         let n = tar
-            .write_head(&head(name.as_bytes(), size, mtime))
+            .write_head(&head(name.as_bytes(), b.size, mtime))
             .ctx("write", name)?;
-        let mut w = EntryWriter { tar, written: 0 };
+        let mut w = EntryWriter { tar };
         let mut h = strata_core::Hashing::new(&mut w);
-        let copied = std::io::copy(&mut (&mut f).take(size), &mut h).ctx("copy blob", &p)?;
+        let copied = std::io::copy(&mut (&mut f).take(b.size), &mut h).ctx("copy blob", &p)?;
         let (_, got, _) = h.finish();
-        if copied != size || got != *d {
+        if copied != b.size || got != b.digest {
             return Err(Error::DigestMismatch {
                 what: format!("stored blob {}", p.display()),
-                expected: d.to_string(),
+                expected: b.digest.to_string(),
                 actual: got.to_string(),
             });
         }
-        tar.finish_data(n).ctx("write", name)?;
-        Ok(())
+        tar.finish_data(n).ctx("write", name)
     }
 
     /// Write image `r` as an archive of `format` to `out`.
@@ -141,19 +151,20 @@ impl Store {
         format: Format,
         out: &mut dyn Write,
     ) -> Result<ImageRecord> {
+        let _w = self.work_lock()?;
+        let e = self.prepare_export(r)?;
+        let mut tar = TarWriter::new(out);
+        match format {
+            Format::Docker => self.write_docker(&mut tar, &e)?,
+            Format::Oci => self.write_oci(&mut tar, &e)?,
+        }
+        tar.finish().ctx("write", "archive")?;
+        Ok(e.img)
+    }
+
+    fn prepare_export(&self, r: &str) -> Result<Export> {
         let img = self.find_image(r)?;
         let config = self.blob(&img.id)?;
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&config).map_err(|e| Error::Corrupt {
-                path: self.blob_path(&img.id),
-                reason: e.to_string(),
-            })?;
-        let mtime = cfg
-            .get("created")
-            .and_then(|v| v.as_str())
-            .and_then(reference::parse_time)
-            .unwrap_or(0)
-            .max(0);
         let layers: Vec<LayerRecord> = img
             .layers
             .iter()
@@ -162,257 +173,190 @@ impl Store {
                     .ok_or_else(|| Error::NoSuchLayer(c.to_string()))
             })
             .collect::<Result<_>>()?;
-        let mut tar = TarWriter::new(out);
         // the requested name wins; else the image's tags
-        let tags: Vec<String> = match reference::normalize_tag(r) {
+        let tags = match reference::normalize_tag(r) {
             Ok(t) if img.repo_tags.contains(&t) => vec![t],
             _ => img.repo_tags.clone(),
         };
-        match format {
-            Format::Docker => {
-                let cname = format!("{}.json", img.id.hex());
-                self.put_bytes(&mut tar, &cname, &config, mtime)?;
-                let mut names = Vec::new();
-                for l in &layers {
-                    let n = format!("{}.tar", l.diff_id.hex());
-                    if !names.contains(&n) {
-                        self.put_layer_tar(&mut tar, &n, l, mtime)?;
-                    }
-                    names.push(n);
-                }
-                let manifest = json!([{ "Config": cname, "RepoTags": tags, "Layers": names }]);
-                self.put_bytes(
-                    &mut tar,
-                    "manifest.json",
-                    manifest.to_string().as_bytes(),
-                    mtime,
-                )?;
-            }
-            Format::Oci => {
-                self.put_bytes(
-                    &mut tar,
-                    "oci-layout",
-                    br#"{"imageLayoutVersion":"1.0.0"}"#,
-                    mtime,
-                )?;
-                self.put_bytes(
-                    &mut tar,
-                    &format!("blobs/sha256/{}", img.id.hex()),
-                    &config,
-                    mtime,
-                )?;
-                // each layer: the blob it was imported from, or its tar
-                let mut descs = Vec::new();
-                let mut done = std::collections::HashSet::new();
-                for l in &layers {
-                    let (digest, size, media) = match &l.blob {
-                        Some(b) if self.blob_path(&b.digest).exists() => {
-                            let media = if b.media_type.is_empty() {
-                                let mut h = [0u8; 4];
-                                let _ = std::fs::File::open(self.blob_path(&b.digest))
-                                    .and_then(|mut f| f.read(&mut h));
-                                guess_media(&h).to_string()
-                            } else {
-                                b.media_type.clone()
-                            };
-                            (b.digest.clone(), b.size, media)
-                        }
-                        _ => (l.diff_id.clone(), l.tar_size, OCI_LAYER.to_string()),
-                    };
-                    if done.insert(digest.clone()) {
-                        let name = format!("blobs/sha256/{}", digest.hex());
-                        if digest == l.diff_id {
-                            self.put_layer_tar(&mut tar, &name, l, mtime)?;
-                        } else {
-                            self.put_blob_file(&mut tar, &name, &digest, size, mtime)?;
-                        }
-                    }
-                    descs.push((digest, size, media));
-                }
-                // the original manifest when every blob it names is here
-                let original = match &img.manifest {
-                    Some(md) => {
-                        let data = self.blob(md)?;
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&data).unwrap_or(serde_json::Value::Null);
-                        let names: Option<Vec<String>> =
-                            v.get("layers").and_then(|x| x.as_array()).map(|a| {
-                                a.iter()
-                                    .filter_map(|d| {
-                                        d.get("digest").and_then(|s| s.as_str()).map(String::from)
-                                    })
-                                    .collect()
-                            });
-                        let ours: Vec<String> =
-                            descs.iter().map(|(d, _, _)| d.to_string()).collect();
-                        if names.as_ref() == Some(&ours) {
-                            let mt = v
-                                .get("mediaType")
-                                .and_then(|s| s.as_str())
-                                .unwrap_or(OCI_MANIFEST)
-                                .to_string();
-                            Some((data, mt))
-                        } else {
-                            None
-                        }
-                    }
-                    None => None,
-                };
-                let (manifest, media) = match original {
-                    Some(m) => m,
-                    None => {
-                        let m = json!({
-                            "schemaVersion": 2,
-                            "mediaType": OCI_MANIFEST,
-                            "config": { "mediaType": OCI_CONFIG, "digest": img.id.to_string(), "size": config.len() },
-                            "layers": descs.iter().map(|(d, s, m)| json!({"mediaType": m, "digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
-                        });
-                        (
-                            serde_json::to_vec(&m).map_err(|e| Error::Conflict(e.to_string()))?,
-                            OCI_MANIFEST.to_string(),
-                        )
-                    }
-                };
-                let md = Digest::of(&manifest);
-                self.put_bytes(
-                    &mut tar,
-                    &format!("blobs/sha256/{}", md.hex()),
-                    &manifest,
-                    mtime,
-                )?;
-                let entries: Vec<serde_json::Value> = if tags.is_empty() {
-                    vec![
-                        json!({"mediaType": media, "digest": md.to_string(), "size": manifest.len()}),
-                    ]
-                } else {
-                    tags.iter()
-                        .map(|t| {
-                            json!({
-                                "mediaType": media,
-                                "digest": md.to_string(),
-                                "size": manifest.len(),
-                                "annotations": {
-                                    "io.containerd.image.name": t,
-                                    "org.opencontainers.image.ref.name": t,
-                                }
-                            })
-                        })
-                        .collect()
-                };
-                let index =
-                    json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-                self.put_bytes(&mut tar, "index.json", index.to_string().as_bytes(), mtime)?;
-            }
-        }
-        tar.finish().ctx("write", "archive")?;
-        Ok(img)
-    }
-
-    /// Commit a container's changes as a new layer and image.
-    pub fn commit(
-        &self,
-        container: &str,
-        tag: Option<&str>,
-        message: Option<&str>,
-        author: Option<&str>,
-    ) -> Result<ImageRecord> {
-        let tag = tag.map(reference::normalize_tag).transpose()?;
-        let c = self.find_container(container)?;
-        let img = self
-            .image_record(&c.image)?
-            .ok_or_else(|| Error::NoSuchImage(c.image.to_string()))?;
-        let mut cfg = self.config(&img)?;
-        let rw = Store::container_layer(&c)?;
-        let work = self.work_lock()?;
-        // the diff streams from the container layer straight into the new one
-        let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(std::io::Error::from)
-            .ctx("pipe", "commit")?;
-        let parent = img.layers.last().cloned();
-        let (rec, _existed) = std::thread::scope(|s| -> Result<(LayerRecord, bool)> {
-            let h = s.spawn(move || {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(wr));
-                let r = self.driver.diff(&rw, DiffBase::Parent, &mut w);
-                let f = w.flush();
-                r.map_err(Error::from).and(f.map_err(|e| Error::Io {
-                    op: "write diff",
-                    path: "commit".into(),
-                    err: e,
-                }))
-            });
-            let mut r = std::io::BufReader::new(std::fs::File::from(rd));
-            let reg = self.register_layer(parent.as_ref(), None, &mut r, None);
-            drop(r);
-            let d = h
-                .join()
-                .map_err(|_| Error::Conflict("diff thread panicked".into()))?;
-            let reg = reg?;
-            d?;
-            Ok(reg)
-        })?;
-        let created = reference::format_time(now());
-        if let Some(o) = cfg.as_object_mut() {
-            o.insert("created".into(), json!(created));
-            if let Some(a) = author {
-                o.insert("author".into(), json!(a));
-            }
-        }
-        if let Some(ids) = cfg
-            .pointer_mut("/rootfs/diff_ids")
-            .and_then(|v| v.as_array_mut())
-        {
-            ids.push(json!(rec.diff_id.to_string()));
-        }
-        let mut entry = serde_json::Map::new();
-        entry.insert("created".into(), json!(created));
-        entry.insert(
-            "created_by".into(),
-            json!(format!("strata container commit {}", c.name)),
-        );
-        if let Some(m) = message {
-            entry.insert("comment".into(), json!(m));
-        }
-        if let Some(a) = author {
-            entry.insert("author".into(), json!(a));
-        }
-        match cfg.get_mut("history").and_then(|h| h.as_array_mut()) {
-            Some(h) => h.push(serde_json::Value::Object(entry)),
-            None => {
-                if let Some(o) = cfg.as_object_mut() {
-                    o.insert("history".into(), json!([entry]));
-                }
-            }
-        }
-        let data = serde_json::to_vec(&cfg).map_err(|e| Error::Conflict(e.to_string()))?;
-        let id = self.put_blob(&data)?;
-        let mut layers = img.layers.clone();
-        layers.push(rec.chain_id.clone());
-        let new = ImageRecord {
-            id: id.clone(),
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest: None,
+        let mtime = img.created.unwrap_or(0).max(0);
+        Ok(Export {
+            img,
+            config,
             layers,
-            loaded: now(),
-        };
-        {
-            let _m = self.meta_lock()?;
-            if self.image_record(&id)?.is_none() {
-                self.put_image(&new)?;
-            }
-        }
-        if let Some(t) = tag {
-            self.tag_image(&id, &t)?;
-        }
-        drop(work);
-        Ok(self.image_record(&id)?.unwrap_or(new))
+            tags,
+            mtime,
+        })
     }
 
-    /// The container's whole root file system as a tar.
-    pub fn export_container(&self, r: &str, out: &mut dyn Write) -> Result<()> {
-        let c = self.find_container(r)?;
-        self.driver
-            .diff(&Store::container_layer(&c)?, DiffBase::Empty, out)?;
-        Ok(())
+    fn write_docker<W: Write>(&self, tar: &mut TarWriter<W>, e: &Export) -> Result<()> {
+        let cname = format!("{}.json", e.img.id.hex());
+        self.put_bytes(tar, &cname, &e.config, e.mtime)?;
+        let mut names = Vec::new();
+        for l in &e.layers {
+            let n = format!("{}.tar", l.diff_id.hex());
+            if !names.contains(&n) {
+                self.put_layer_tar(tar, &n, l, e.mtime)?;
+            }
+            names.push(n);
+        }
+        let manifest = json!([{ "Config": cname, "RepoTags": e.tags, "Layers": names }]);
+        self.put_bytes(
+            tar,
+            "manifest.json",
+            manifest.to_string().as_bytes(),
+            e.mtime,
+        )
     }
+
+    /// The blob that goes out for a layer: the one it was imported from
+    /// when it is kept, else its tar.
+    fn layer_blob(&self, l: &LayerRecord) -> Blob {
+        match &l.blob {
+            Some(b) if self.blob_path(&b.digest).exists() => {
+                let media = if b.media_type.is_empty() {
+                    let mut h = [0u8; 4];
+                    let _ = std::fs::File::open(self.blob_path(&b.digest))
+                        .and_then(|mut f| f.read(&mut h));
+                    guess_media(&h).to_string()
+                } else {
+                    b.media_type.clone()
+                };
+                Blob {
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    media,
+                }
+            }
+            _ => Blob {
+                digest: l.diff_id.clone(),
+                size: l.tar_size,
+                media: OCI_LAYER.to_string(),
+            },
+        }
+    }
+
+    fn write_oci<W: Write>(&self, tar: &mut TarWriter<W>, e: &Export) -> Result<()> {
+        self.put_bytes(
+            tar,
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+            e.mtime,
+        )?;
+        self.put_bytes(
+            tar,
+            &format!("blobs/sha256/{}", e.img.id.hex()),
+            &e.config,
+            e.mtime,
+        )?;
+        let mut blobs = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for l in &e.layers {
+            let b = self.layer_blob(l);
+            if done.insert(b.digest.clone()) {
+                let name = format!("blobs/sha256/{}", b.digest.hex());
+                if b.digest == l.diff_id {
+                    self.put_layer_tar(tar, &name, l, e.mtime)?;
+                } else {
+                    self.put_blob_file(tar, &name, &b, e.mtime)?;
+                }
+            }
+            blobs.push(b);
+        }
+        let (manifest, media) = match self.original_manifest(&e.img, &blobs)? {
+            Some(m) => m,
+            None => new_manifest(e, &blobs)?,
+        };
+        let md = Digest::of(&manifest);
+        self.put_bytes(
+            tar,
+            &format!("blobs/sha256/{}", md.hex()),
+            &manifest,
+            e.mtime,
+        )?;
+        let index = index_json(&md, manifest.len(), &media, &e.tags);
+        self.put_bytes(tar, "index.json", index.to_string().as_bytes(), e.mtime)
+    }
+
+    /// The manifest the image came with, when every blob it names goes out.
+    fn original_manifest(
+        &self,
+        img: &ImageRecord,
+        blobs: &[Blob],
+    ) -> Result<Option<(Vec<u8>, String)>> {
+        let Some(md) = &img.manifest else {
+            return Ok(None);
+        };
+        let data = self.blob(md)?;
+        let Ok(m) = ImageManifest::from_reader(&data[..]) else {
+            return Ok(None);
+        };
+        let names: Vec<String> = m.layers().iter().map(|d| d.digest().to_string()).collect();
+        let ours: Vec<String> = blobs.iter().map(|b| b.digest.to_string()).collect();
+        if names != ours {
+            return Ok(None);
+        }
+        let media = m
+            .media_type()
+            .as_ref()
+            .map_or_else(|| MediaType::ImageManifest.to_string(), |t| t.to_string());
+        Ok(Some((data, media)))
+    }
+}
+
+fn oci_digest(d: &Digest) -> Result<oci_spec::image::Digest> {
+    d.as_str()
+        .parse()
+        .map_err(|e| Error::Internal(format!("digest {d} for oci-spec: {e}")))
+}
+
+/// A new OCI manifest for the config and blobs.
+fn new_manifest(e: &Export, blobs: &[Blob]) -> Result<(Vec<u8>, String)> {
+    let err = |x: oci_spec::OciSpecError| Error::Internal(format!("building a manifest: {x}"));
+    let config = DescriptorBuilder::default()
+        .media_type(MediaType::ImageConfig)
+        .digest(oci_digest(&e.img.id)?)
+        .size(e.config.len() as u64)
+        .build()
+        .map_err(err)?;
+    let layers = blobs
+        .iter()
+        .map(|b| {
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(b.media.as_str()))
+                .digest(oci_digest(&b.digest)?)
+                .size(b.size)
+                .build()
+                .map_err(err)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let m = ImageManifestBuilder::default()
+        .schema_version(oci_spec::image::SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()
+        .map_err(err)?;
+    let data = m.to_string().map_err(err)?.into_bytes();
+    Ok((data, MediaType::ImageManifest.to_string()))
+}
+
+/// `index.json`: one entry per name (or one unnamed). Written with a fixed
+/// key order, so that the same image exports to the same bytes.
+fn index_json(md: &Digest, size: usize, media: &str, tags: &[String]) -> serde_json::Value {
+    let entry = |t: Option<&String>| {
+        let mut e = json!({"mediaType": media, "digest": md.to_string(), "size": size});
+        if let Some(t) = t {
+            e["annotations"] = json!({
+                "io.containerd.image.name": t,
+                "org.opencontainers.image.ref.name": t,
+            });
+        }
+        e
+    };
+    let entries: Vec<serde_json::Value> = if tags.is_empty() {
+        vec![entry(None)]
+    } else {
+        tags.iter().map(|t| entry(Some(t))).collect()
+    };
+    json!({"schemaVersion": 2, "mediaType": MediaType::ImageIndex.to_string(), "manifests": entries})
 }

@@ -1,202 +1,172 @@
-//! Names (`repository:tag`), container names, and times as Docker shows
-//! them.
+//! Names (`repository:tag`, `repository@digest`), container names, and
+//! times as Docker shows them.
+//!
+//! References follow the distribution grammar through `oci-spec` (Docker's
+//! regular expression and its `docker.io/library/` normalisation), with the
+//! checks Docker's `ParseNormalizedNamed` adds: a registry host must be a
+//! host name (`ex_ample.com/x` is refused), and a bare 64-hex string is an
+//! image ID, not a name. Tags are stored and shown in Docker's familiar
+//! form (`alpine:latest`, `example.com/app:1`); [`full_name`] gives the
+//! canonical one (`docker.io/library/alpine:latest`).
+//!
+//! Times are RFC 3339 through `jiff`; a malformed time is `None` (shown as
+//! the text it was), never a panic.
+
+use oci_spec::distribution::Reference;
 
 use crate::error::{Error, Result};
 
-/// `name` -> `name:latest`; checks the characters Docker allows.
-pub fn normalize_tag(r: &str) -> Result<String> {
-    let bad = |why: &str| Error::BadReference(r.to_string(), why.to_string());
-    if r.is_empty() || r.len() > 255 {
-        return Err(bad("must be 1 to 255 characters"));
+const DOCKER_HUB: &str = "docker.io";
+
+fn bad(r: &str, why: impl Into<String>) -> Error {
+    Error::BadReference {
+        reference: r.to_string(),
+        reason: why.into(),
     }
-    if r.contains('@') {
-        return Err(bad("a digest reference is not a tag"));
-    }
-    // the tag is after the last ':' that follows the last '/'
-    let last_slash = r.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (name, tag) = match r[last_slash..].rfind(':') {
-        Some(i) => (&r[..last_slash + i], &r[last_slash + i + 1..]),
-        None => (r, "latest"),
-    };
-    if name.is_empty() {
-        return Err(bad("empty repository name"));
-    }
-    if tag.is_empty()
-        || tag.len() > 128
-        || !tag
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        || !tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(bad("invalid tag (letters, digits, _ . -; at most 128)"));
-    }
-    for part in name.split('/') {
-        if part.is_empty() {
-            return Err(bad("empty path component"));
+}
+
+/// A registry host: DNS labels joined by `.`, an optional `:port`, or
+/// `localhost`, or a bracketed IPv6 address.
+fn valid_host(h: &str) -> bool {
+    let (host, port) = match h.rsplit_once(':') {
+        Some((a, p)) if !a.ends_with(']') || h.starts_with('[') => {
+            if a.starts_with('[') && !a.ends_with(']') {
+                (h, None)
+            } else {
+                (a, Some(p))
+            }
         }
+        _ => (h, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
     }
-    let path = &name[name
-        .find('/')
-        .map(|i| i + 1)
-        .filter(|_| {
-            name.split('/')
-                .next()
-                .is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost")
+    if let Some(v6) = host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
         })
-        .unwrap_or(0)..];
-    if !path
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '/'))
-    {
+}
+
+/// Parse a reference as Docker's CLI does, with its extra checks.
+fn parse(r: &str) -> Result<Reference> {
+    if r.len() > 255 {
+        return Err(bad(r, "longer than 255 characters"));
+    }
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if hex(r) {
         return Err(bad(
-            "repository names must be lowercase letters, digits and _ . - /",
+            r,
+            "a 64-character hexadecimal string is an image ID, not a name",
         ));
     }
-    // Docker's familiar form: docker.io/library/alpine -> alpine
-    let name = name
-        .strip_prefix("docker.io/")
-        .or_else(|| name.strip_prefix("index.docker.io/"))
-        .unwrap_or(name);
-    let name = name
-        .strip_prefix("library/")
-        .filter(|n| !n.contains('/'))
-        .unwrap_or(name);
-    Ok(format!("{name}:{tag}"))
+    let parsed = Reference::try_from(r).map_err(|e| bad(r, e.to_string()))?;
+    // the host part, as the user wrote it
+    if let Some((first, _)) = r.split_once('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+        && !valid_host(first)
+    {
+        return Err(bad(r, format!("{first:?} is not a valid registry host")));
+    }
+    Ok(parsed)
+}
+
+/// The repository in Docker's familiar form (`alpine`, `me/app`,
+/// `host:5000/app`).
+fn familiar_repo(p: &Reference) -> String {
+    let repo = p.repository();
+    if p.registry() == DOCKER_HUB {
+        repo.strip_prefix("library/")
+            .filter(|n| !n.contains('/'))
+            .unwrap_or(repo)
+            .to_string()
+    } else {
+        format!("{}/{repo}", p.registry())
+    }
+}
+
+/// `name` -> `name:latest` in Docker's familiar form; refuses what the
+/// distribution grammar refuses, and digest references.
+pub fn normalize_tag(r: &str) -> Result<String> {
+    if r.contains('@') {
+        return Err(bad(r, "a digest reference is not a tag"));
+    }
+    let p = parse(r)?;
+    let tag = p.tag().unwrap_or("latest");
+    Ok(format!("{}:{tag}", familiar_repo(&p)))
+}
+
+/// `repo@sha256:...` in Docker's familiar form (a tag beside the digest is
+/// dropped, as Docker does).
+pub fn normalize_digest_ref(r: &str) -> Result<String> {
+    let p = parse(r)?;
+    let d = p.digest().ok_or_else(|| bad(r, "no digest"))?;
+    Ok(format!("{}@{d}", familiar_repo(&p)))
+}
+
+/// The canonical form of a familiar name: `docker.io/library/alpine:latest`.
+pub fn full_name(familiar: &str) -> Result<String> {
+    Ok(parse(familiar)?.whole())
 }
 
 /// Split `name:tag` (as stored) into repository and tag.
 pub fn split_tag(t: &str) -> (&str, &str) {
-    let last_slash = t.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let last_slash = t.rfind('/').map_or(0, |i| i + 1);
     match t[last_slash..].rfind(':') {
         Some(i) => (&t[..last_slash + i], &t[last_slash + i + 1..]),
         None => (t, "latest"),
     }
 }
 
-/// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn check_container_name(n: &str) -> Result<()> {
-    let ok = !n.is_empty()
+    let ok = n.len() >= 2
         && n.len() <= 128
-        && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && n.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(Error::BadReference(
-            n.to_string(),
-            "container names are [a-zA-Z0-9][a-zA-Z0-9_.-]*".into(),
-        ))
+        Err(Error::BadName {
+            name: n.to_string(),
+            reason: "container names are [a-zA-Z0-9][a-zA-Z0-9_.-]+ (2 to 128 characters)".into(),
+        })
     }
 }
 
-/// Parse an RFC 3339 time (`2024-01-01T00:00:00Z`, fractions and offsets
-/// allowed) to seconds since the epoch.
+/// An RFC 3339 time (`2024-01-01T00:00:00Z`, fractions and offsets
+/// allowed) as seconds since the epoch; `None` when it is not one.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || (b[10] != b'T' && b[10] != b't' && b[10] != b' ')
-    {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let k = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-        rest = &r[k..];
-    }
-    let off = match rest {
-        "" | "Z" | "z" => 0,
-        r if (r.starts_with('+') || r.starts_with('-')) && r.len() == 6 => {
-            let sign = if r.starts_with('-') { -1 } else { 1 };
-            sign * (r[1..3].parse::<i64>().ok()? * 3600 + r[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn format_time(t: i64) -> String {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    let z = days + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// "2 days ago", as Docker's CREATED columns.
 pub fn ago(t: i64, now: i64) -> String {
-    let d = (now - t).max(0);
-    let unit = |n: i64, u: &str| {
-        if n == 1 {
-            format!(
-                "{} {u} ago",
-                if u == "hour" {
-                    "An".to_string()
-                } else {
-                    "1".to_string()
-                }
-            )
-        } else {
-            format!("{n} {u}s ago")
-        }
+    let d = now.saturating_sub(t).max(0);
+    let unit = |n: i64, u: &str| match n {
+        1 => format!("1 {u} ago"),
+        n => format!("{n} {u}s ago"),
     };
     match d {
         0..=1 => "Less than a second ago".into(),
         2..=59 => format!("{d} seconds ago"),
-        60..=3599 => {
-            let m = d / 60;
-            if m == 1 {
-                "About a minute ago".into()
-            } else {
-                format!("{m} minutes ago")
-            }
-        }
-        3600..=86399 => {
-            let h = d / 3600;
-            if h == 1 {
-                "About an hour ago".into()
-            } else {
-                format!("{h} hours ago")
-            }
-        }
+        60..=119 => "About a minute ago".into(),
+        120..=3599 => format!("{} minutes ago", d / 60),
+        3600..=7199 => "About an hour ago".into(),
+        7200..=86399 => format!("{} hours ago", d / 3600),
         86400..=1_209_599 => unit(d / 86400, "day"),
         1_209_600..=5_183_999 => unit(d / 604_800, "week"),
         5_184_000..=63_071_999 => unit(d / 2_592_000, "month"),
@@ -211,6 +181,14 @@ mod tests {
     #[test]
     fn tags_normalise_like_docker() {
         assert_eq!(normalize_tag("alpine").unwrap(), "alpine:latest");
+        assert_eq!(
+            normalize_tag("docker.io/library/alpine:3").unwrap(),
+            "alpine:3"
+        );
+        assert_eq!(
+            normalize_tag("index.docker.io/me/app").unwrap(),
+            "me/app:latest"
+        );
         assert_eq!(normalize_tag("example/app:1.0").unwrap(), "example/app:1.0");
         assert_eq!(
             normalize_tag("localhost:5000/app").unwrap(),
@@ -220,9 +198,10 @@ mod tests {
             normalize_tag("registry.io:443/a/b:v2").unwrap(),
             "registry.io:443/a/b:v2"
         );
-        assert!(normalize_tag("Upper").is_err());
-        assert!(normalize_tag("a:").is_err());
-        assert!(normalize_tag("a:-x").is_err());
+        assert_eq!(
+            full_name("alpine:latest").unwrap(),
+            "docker.io/library/alpine:latest"
+        );
         assert_eq!(
             split_tag("localhost:5000/app:v1"),
             ("localhost:5000/app", "v1")
@@ -230,7 +209,52 @@ mod tests {
     }
 
     #[test]
-    fn times_roundtrip() {
+    fn references_docker_refuses_are_refused() {
+        for r in [
+            "Upper",
+            "a:",
+            "a:-x",
+            "a-",
+            ".a",
+            "a..b",
+            "foo:bar/baz",
+            "ex_ample.com/x",
+            "",
+            "a//b",
+            "host:port/x",
+            &"a".repeat(256),
+            &"ab".repeat(32),
+        ] {
+            let e = normalize_tag(r).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{r:?}: {e}");
+        }
+        assert!(normalize_tag("a@sha256:0").is_err());
+    }
+
+    #[test]
+    fn digest_references() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            normalize_digest_ref(&format!("alpine@{d}")).unwrap(),
+            format!("alpine@{d}")
+        );
+        assert_eq!(
+            normalize_digest_ref(&format!("docker.io/library/alpine:3@{d}")).unwrap(),
+            format!("alpine@{d}")
+        );
+        assert!(normalize_digest_ref("alpine@sha256:abc").is_err());
+    }
+
+    #[test]
+    fn container_names() {
+        assert!(check_container_name("web-1").is_ok());
+        for bad in ["a", "-x", "a b", "x/y", ""] {
+            assert!(check_container_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_roundtrip_and_malformed_ones_do_not_panic() {
         let t = parse_time("2024-01-01T00:00:00Z").unwrap();
         assert_eq!(t, 1_704_067_200);
         assert_eq!(format_time(t), "2024-01-01T00:00:00Z");
@@ -238,7 +262,17 @@ mod tests {
             parse_time("2024-01-01T01:00:00.123456789+01:00").unwrap(),
             t
         );
+        for bad in [
+            "2024-01-01T00:00:00+0é00",
+            "",
+            "x",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00é",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
         assert_eq!(ago(t, t + 3 * 86400), "3 days ago");
         assert_eq!(ago(t, t + 2 * 365 * 86400), "2 years ago");
+        assert_eq!(ago(t, t + 3700), "About an hour ago");
     }
 }

@@ -85,6 +85,28 @@ impl<W: Write> RawSink for SplitWriter<W> {
     }
 }
 
+/// Record the skeleton of the tar read from `r`: its content is read and
+/// dropped (it lives in a layer that export reads it back from). Returns
+/// the bytes of file content (the layer's size as Docker counts it).
+pub fn split_stream(r: impl Read, w: impl Write) -> io::Result<u64> {
+    use strata_core::archive::tar::{Kind, TarReader};
+    let mut split = SplitWriter::new(w)?;
+    let mut tr = TarReader::new(r);
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let other = |e: strata_core::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    while let Some(h) = tr.next_entry_raw(Some(&mut split)).map_err(other)? {
+        if h.kind == Kind::File {
+            size += h.size;
+        }
+        while tr.read_data(&mut buf).map_err(other)? > 0 {}
+    }
+    tr.drain(Some(&mut split), strata_core::archive::apply::MAX_TRAILER)
+        .map_err(other)?;
+    split.finish()?;
+    Ok(size)
+}
+
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }

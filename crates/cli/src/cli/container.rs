@@ -1,60 +1,102 @@
 //! `strata container ...` and `strata ps`.
 
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use clap::Subcommand;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
 use serde_json::json;
 use strata_core::DiffBase;
-use strata_store::Store;
 use strata_store::reference::{ago, format_time};
+use strata_store::{CommitOpts, ContainerRecord, Store};
 
-use super::Cli;
-use super::image::open_store;
-use super::layer::human_size;
-use super::table::Table;
+use super::filter::Filters;
+use super::format::{self, Columns, Format, Row};
+use super::image::manage_confirm as confirm;
+use super::output::Output;
+use super::table::{human_size, short};
+use super::{Cli, safe};
 
+/// `strata container ...`
 #[derive(Debug, Subcommand)]
 pub enum ContainerCmd {
-    /// Create a container: a read-write layer on an image
-    Create { name: String, image: String },
-    /// Mount a container's root file system and print its path
-    Mount { name: String },
-    /// Drop one mount reference
-    Unmount { name: String },
-    /// List changed files (A / C / D)
-    Diff { name: String },
-    /// Make a new image from a container's changes
-    Commit {
+    /// Create a container: a read-write layer on an image; prints its ID
+    Create {
+        /// The container's name
         name: String,
-        /// NAME[:TAG] of the new image
-        r#ref: Option<String>,
-        /// Commit message
-        #[arg(short, long)]
-        message: Option<String>,
-        /// Author
-        #[arg(short, long)]
-        author: Option<String>,
+        /// The image: NAME[:TAG], ID or ID prefix
+        image: String,
     },
-    /// Write a container's root file system as a tar
-    Export {
+    /// List containers
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    /// Show containers' details as JSON (or through a template)
+    Inspect(InspectArgs),
+    /// Mount a container's root file system and print its path
+    Mount {
+        /// The container: name, ID or ID prefix
         name: String,
-        #[arg(short, long)]
+    },
+    /// Drop one mount reference of a container
+    Unmount {
+        /// The container
+        name: String,
+    },
+    /// List changed files (A / C / D)
+    Diff {
+        /// The container
+        name: String,
+    },
+    /// Make a new image from a container's changes
+    Commit(CommitArgs),
+    /// Write a container's root file system as a tar (-o FILE, else standard output)
+    Export {
+        /// The container
+        name: String,
+        /// Write to FILE (default, or -: standard output)
+        #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
     /// Remove containers
+    #[command(alias = "remove")]
     Rm {
+        /// Containers: names, IDs or ID prefixes
+        #[arg(required = true)]
         names: Vec<String>,
-        /// Unmount first if mounted
+        /// Drop its mounts first if it is mounted
         #[arg(short, long)]
         force: bool,
     },
-    /// List containers (like `strata ps`)
-    Ls(PsArgs),
+    /// Remove every container that is not mounted
+    Prune {
+        /// Do not ask
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
-#[derive(Debug, clap::Args)]
+/// `container commit`
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The container
+    pub name: String,
+    /// NAME[:TAG] of the new image
+    pub reference: Option<String>,
+    /// Commit message (the history entry's comment)
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Turn the container's layer into the image's (no copy, O(1)) and
+    /// remove the container
+    #[arg(long)]
+    pub rm: bool,
+}
+
+/// `ps` / `container ls`
+#[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show sizes (the container's own, and with its image)
     #[arg(short, long)]
@@ -65,188 +107,302 @@ pub struct PsArgs {
     /// Accepted for Docker compatibility (every container is listed)
     #[arg(short, long)]
     pub all: bool,
-    /// table or json
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// Do not shorten IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter: name=, id=, ancestor=, label=, before=, since= (repeatable)
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// table, json, or a Go template (e.g. '{{.Names}}')
+    #[arg(long, value_parser = format::parse, default_value = "table")]
+    pub format: Format,
 }
 
-fn mount_count(store: &Store, layer: &str) -> u32 {
-    strata_core::LayerId::new(layer.to_string())
+/// `container inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Containers: names, IDs or ID prefixes
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Include sizes (SizeRw, SizeRootFs)
+    #[arg(short, long)]
+    pub size: bool,
+    /// json, or a Go template (e.g. '{{.GraphDriver.Data.UpperDir}}')
+    #[arg(short, long, value_parser = format::parse, default_value = "json")]
+    pub format: Format,
+}
+
+const COLS: Columns = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+];
+const COLS_SIZE: Columns = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+    ("Size", "SIZE"),
+];
+
+/// The mount references of a container's layer.
+fn mounts(s: &Store, c: &ContainerRecord) -> u32 {
+    Store::container_layer(c)
         .ok()
-        .and_then(|id| store.driver.metadata(&id).ok())
-        .and_then(|m| {
-            m.into_iter()
-                .find(|(k, _)| k == "MountCount")
-                .map(|(_, v)| v)
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .and_then(|id| s.driver().layer(&id).ok())
+        .map_or(0, |l| l.mount_count)
 }
 
-pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
-    let store = open_store(cli)?;
-    let now = strata_store::now();
-    let images = store.images()?;
-    let mut rows = Vec::new();
-    for c in store.containers()? {
-        let img = images.iter().find(|i| i.id == c.image);
-        let image = img
-            .and_then(|i| i.repo_tags.first().cloned())
-            .unwrap_or_else(|| c.image.short().to_string());
-        let (rw, virt) = if a.size {
-            let rw = store.container_size(&c)?;
-            let isz = match img {
-                Some(i) => store.image_size(i)?,
-                None => 0,
-            };
-            (rw, rw + isz)
-        } else {
-            (0, 0)
-        };
-        rows.push((c.clone(), image, mount_count(&store, &c.layer), rw, virt));
+/// What `ps` shows as the image: the reference it was made with while it
+/// still names that image (as Docker does), else the image's short ID.
+fn image_shown(s: &Store, c: &ContainerRecord) -> String {
+    match s.find_image(&c.image_ref) {
+        Ok(i) if i.id == c.image => c.image_ref.clone(),
+        _ => c.image.short().to_string(),
     }
-    rows.sort_by_key(|r| std::cmp::Reverse(r.0.created));
-    if a.quiet {
-        for r in rows {
-            println!("{}", &r.0.id[..12]);
-        }
-        return Ok(());
+}
+
+fn keep(
+    s: &Store,
+    c: &ContainerRecord,
+    f: &Filters,
+    bounds: (Option<i64>, Option<i64>),
+) -> Result<bool> {
+    let img_labels = |c: &ContainerRecord| {
+        s.image_record(&c.image)
+            .ok()
+            .flatten()
+            .map(|i| super::image::labels(s, &i))
+            .unwrap_or_default()
+    };
+    let ancestor = |r: &String| s.find_image(r).is_ok_and(|i| i.id == c.image);
+    Ok(
+        (f.name.is_empty() || f.name.iter().any(|n| c.name.contains(n.as_str())))
+            && (f.id.is_empty() || f.id.iter().any(|i| c.id.starts_with(i.as_str())))
+            && (f.ancestor.is_empty() || f.ancestor.iter().any(ancestor))
+            && bounds.0.is_none_or(|b| c.created < b)
+            && bounds.1.is_none_or(|b| c.created > b)
+            && (f.label.is_empty() || f.labels_match(&img_labels(c))),
+    )
+}
+
+fn ps_row(s: &Store, c: &ContainerRecord, a: &PsArgs, now: i64) -> Result<Row> {
+    let n = mounts(s, c);
+    let status = if n > 0 {
+        format!("Mounted ({n})")
+    } else {
+        "Created".into()
+    };
+    let (rw, virt) = if a.size {
+        let rw = s.container_size(c)?;
+        let img = s.image_record(&c.image)?.map_or(0, |i| i.size);
+        (rw, rw + img)
+    } else {
+        (0, 0)
+    };
+    let id = if a.no_trunc {
+        c.id.clone()
+    } else {
+        short(&c.id).to_string()
+    };
+    let image = image_shown(s, c);
+    let mut ctx = BTreeMap::new();
+    for (k, v) in [
+        ("ID", id),
+        ("Image", safe(&image)),
+        ("RunningFor", ago(c.created, now)),
+        ("CreatedAt", format_time(c.created)),
+        ("Status", status.clone()),
+        (
+            "State",
+            if n > 0 { "mounted" } else { "created" }.to_string(),
+        ),
+        ("Names", c.name.clone()),
+        (
+            "Size",
+            format!("{} (virtual {})", human_size(rw), human_size(virt)),
+        ),
+        ("Mounts", n.to_string()),
+    ] {
+        ctx.insert(k.to_string(), v);
     }
-    if a.format == "json" {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let mut o = json!({"ID": r.0.id, "Names": r.0.name, "Image": r.1, "ImageID": r.0.image.to_string(), "CreatedAt": format_time(r.0.created), "Mounts": r.2});
-                if a.size {
-                    o["SizeRw"] = json!(r.3);
-                    o["SizeRootFs"] = json!(r.4);
-                }
-                o
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let mut head = vec!["CONTAINER ID", "IMAGE", "CREATED", "STATUS", "NAMES"];
+    let mut json = json!({
+        "ID": c.id, "Names": c.name, "Image": image, "ImageID": c.image.to_string(),
+        "CreatedAt": format_time(c.created), "Status": status, "Mounts": n,
+    });
     if a.size {
-        head.push("SIZE");
+        json["SizeRw"] = json!(rw);
+        json["SizeRootFs"] = json!(virt);
     }
-    let mut t = Table::new(&head);
-    for r in rows {
-        let status = if r.2 > 0 {
-            format!("Mounted ({})", r.2)
-        } else {
-            "Created".into()
-        };
-        let mut cols = vec![
-            r.0.id[..12].to_string(),
-            r.1,
-            ago(r.0.created, now),
-            status,
-            r.0.name.clone(),
-        ];
-        if a.size {
-            cols.push(format!("{} (virtual {})", human_size(r.3), human_size(r.4)));
-        }
-        t.row(cols);
-    }
-    print!("{}", t.render());
-    Ok(())
+    Ok(Row { json, ctx })
 }
 
+/// `strata ps` / `strata container ls`.
+pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
+    let f = Filters::parse(
+        &a.filter,
+        &["name", "id", "ancestor", "label", "before", "since"],
+    )?;
+    let s = cli.open_store()?;
+    let now = strata_store::now();
+    let bound = |r: &Option<String>| -> Result<Option<i64>> {
+        r.as_ref()
+            .map(|r| Ok(s.find_container(r)?.created))
+            .transpose()
+    };
+    let bounds = (bound(&f.before)?, bound(&f.since)?);
+    let mut rows = Vec::new();
+    for c in s.containers()? {
+        if keep(&s, &c, &f, bounds)? {
+            rows.push(ps_row(&s, &c, a, now)?);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for r in &rows {
+            writeln!(out, "{}", r.ctx["ID"])?;
+        }
+        return Ok(());
+    }
+    format::print_rows(
+        &mut out,
+        &a.format,
+        if a.size { COLS_SIZE } else { COLS },
+        &rows,
+    )
+}
+
+fn inspect_one(s: &Store, c: &ContainerRecord, size: bool) -> Result<serde_json::Value> {
+    let n = mounts(s, c);
+    let mut v = json!({
+        "Id": c.id,
+        "Created": format_time(c.created),
+        "Name": format!("/{}", c.name),
+        "Image": c.image.to_string(),
+        "Config": {"Image": c.image_ref},
+        "State": {"Status": if n > 0 { "mounted" } else { "created" }, "Mounts": n},
+        "Driver": s.driver().name(),
+        "GraphDriver": super::image::graph_driver(s, Some(&c.layer)),
+    });
+    if size {
+        let rw = s.container_size(c)?;
+        let img = s.image_record(&c.image)?.map_or(0, |i| i.size);
+        v["SizeRw"] = json!(rw);
+        v["SizeRootFs"] = json!(rw + img);
+    }
+    Ok(v)
+}
+
+/// Run `strata container ...`.
 pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
     if let ContainerCmd::Ls(a) = cmd {
         return ps(cli, a);
     }
-    let store = open_store(cli)?;
+    if let ContainerCmd::Export { name, output } = cmd {
+        let mut out = Output::open(output.as_deref())?;
+        cli.open_store()?.export_container(name, &mut out)?;
+        return out.finish();
+    }
+    let s = cli.open_store()?;
     match cmd {
-        ContainerCmd::Create { name, image } => {
-            let c = store.create_container(name, image)?;
-            println!("{}", c.id);
+        ContainerCmd::Create { name, image } => println!("{}", s.create_container(name, image)?.id),
+        ContainerCmd::Inspect(a) => {
+            let mut v = Vec::new();
+            for n in &a.names {
+                v.push(inspect_one(&s, &s.find_container(n)?, a.size)?);
+            }
+            format::print_values(&mut std::io::stdout().lock(), &a.format, &v)?;
         }
         ContainerCmd::Mount { name } => {
-            let c = store.find_container(name)?;
+            let c = s.find_container(name)?;
             println!(
                 "{}",
-                store.driver.mount(&Store::container_layer(&c)?)?.display()
+                s.driver().mount(&Store::container_layer(&c)?)?.display()
             );
         }
         ContainerCmd::Unmount { name } => {
-            let c = store.find_container(name)?;
-            store.driver.unmount(&Store::container_layer(&c)?)?;
+            let c = s.find_container(name)?;
+            s.driver().unmount(&Store::container_layer(&c)?)?;
         }
         ContainerCmd::Diff { name } => {
-            let c = store.find_container(name)?;
+            let c = s.find_container(name)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for ch in store
-                .driver
+            for ch in s
+                .driver()
                 .changes(&Store::container_layer(&c)?, DiffBase::Parent)?
             {
                 writeln!(out, "{ch}")?;
             }
             out.flush()?;
         }
-        ContainerCmd::Commit {
-            name,
-            r#ref,
-            message,
-            author,
-        } => {
-            let img = store.commit(
-                name,
-                r#ref.as_deref(),
-                message.as_deref(),
-                author.as_deref(),
-            )?;
-            println!("{}", img.id);
+        ContainerCmd::Commit(a) => {
+            let opts = CommitOpts {
+                tag: a.reference.as_deref(),
+                message: a.message.as_deref(),
+                author: a.author.as_deref(),
+                rm: a.rm,
+            };
+            println!("{}", s.commit(&a.name, &opts)?.id);
         }
-        ContainerCmd::Export { name, output } => match output {
-            Some(path) => {
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new("."));
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".strata-export.")
-                    .tempfile_in(dir)?;
-                {
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                    store.export_container(name, &mut w)?;
-                    w.flush()?;
-                }
-                tmp.persist(path)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            None => {
-                if std::io::stdout().is_terminal() {
-                    bail!(
-                        "refusing to write a tar to a terminal; use -o FILE or redirect the output"
-                    );
-                }
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-                store.export_container(name, &mut w)?;
-                w.flush()?;
-            }
-        },
-        ContainerCmd::Rm { names, force } => {
-            if names.is_empty() {
-                bail!("container rm needs at least one container");
-            }
-            let mut failed = false;
-            for n in names {
-                match store.remove_container(n, *force) {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error response: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                std::process::exit(1);
-            }
-        }
-        ContainerCmd::Ls(_) => {}
+        ContainerCmd::Rm { names, force } => rm(&s, names, *force)?,
+        ContainerCmd::Prune { force } => prune(&s, *force)?,
+        ContainerCmd::Ls(_) | ContainerCmd::Export { .. } => {}
     }
+    Ok(())
+}
+
+fn rm(s: &Store, names: &[String], force: bool) -> Result<()> {
+    let mut failed = Vec::new();
+    for n in names {
+        match s.remove_container(n, force) {
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response: {e}");
+                failed.push(n.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("could not remove {}", failed.join(", "))
+    }
+}
+
+/// Remove the containers that are not mounted; the lines and the bytes
+/// of their changes.
+pub fn prune_containers(s: &Store) -> Result<(Vec<String>, u64)> {
+    let mut lines = Vec::new();
+    let mut freed = 0;
+    for c in s.containers()? {
+        if mounts(s, &c) > 0 {
+            continue;
+        }
+        let size = s.container_size(&c).unwrap_or(0);
+        match s.remove_container(&c.id, false) {
+            Ok(_) => {
+                lines.push(c.id.clone());
+                freed += size;
+            }
+            Err(e) => tracing::warn!(container = %c.name, "not pruned: {e}"),
+        }
+    }
+    Ok((lines, freed))
+}
+
+fn prune(s: &Store, force: bool) -> Result<()> {
+    if !force && !confirm("all stopped containers (every container that is not mounted)")? {
+        return Ok(());
+    }
+    let (lines, freed) = prune_containers(s)?;
+    if !lines.is_empty() {
+        println!("Deleted Containers:");
+        lines.iter().for_each(|l| println!("{l}"));
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(freed));
     Ok(())
 }

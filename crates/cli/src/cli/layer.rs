@@ -1,20 +1,24 @@
 //! `strata layer ...`: the low-level contract scripts and external suites
 //! rely on. Output formats here are fixed; see the README.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use strata_core::{CreateOpts, DiffBase, LayerId};
 
-use super::Cli;
+use super::output::Output;
+use super::table::human_size;
+use super::{Cli, TableOrJson};
 
 #[derive(Debug, Subcommand)]
 pub enum LayerCmd {
     /// Create an empty layer (read-only unless --rw)
     Create {
+        /// The new layer's id
         id: String,
+        /// The layer it sits on
         #[arg(long)]
         parent: Option<String>,
         /// A read-write (container) layer
@@ -26,16 +30,20 @@ pub enum LayerCmd {
     },
     /// Create layer ID on PARENT from a layer diff (tar, tar.gz, tar.zst; - for stdin)
     Apply {
+        /// The new layer's id (or one made by create, to fill)
         id: String,
+        /// The layer it sits on
         #[arg(long)]
         parent: Option<String>,
+        /// The layer diff, or - for standard input
         file: PathBuf,
     },
     /// Write the layer's diff against its parent as a tar
     Diff {
+        /// The layer
         id: String,
-        /// Write to FILE instead of standard output
-        #[arg(short, long)]
+        /// Write to FILE (default, or -: standard output)
+        #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Compare with this layer instead of the parent
         #[arg(long)]
@@ -43,53 +51,50 @@ pub enum LayerCmd {
     },
     /// List changed paths against the parent (A / C / D, like docker diff)
     Changes {
+        /// The layer
         id: String,
+        /// Compare with this layer instead of the parent
         #[arg(long)]
         base: Option<String>,
     },
     /// Bytes the layer adds or changes against its parent
-    Size { id: String },
+    Size {
+        /// The layer
+        id: String,
+    },
     /// Mount the layer and print the path of its view
-    Mount { id: String },
+    Mount {
+        /// The layer
+        id: String,
+    },
     /// Drop one mount reference
-    Unmount { id: String },
-    /// Remove a layer
-    Rm { id: String },
+    Unmount {
+        /// The layer
+        id: String,
+    },
+    /// Remove a layer (refused while an image or container of the store uses it)
+    Rm {
+        /// The layer
+        id: String,
+        /// Remove it even if the store uses it (the image or container breaks)
+        #[arg(short, long)]
+        force: bool,
+    },
     /// List layers (ID, PARENT, SIZE)
     Ls {
-        /// Output format: table or json
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Output: table or json
+        #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+        format: TableOrJson,
     },
     /// Show a layer's metadata
-    Inspect { id: String },
+    Inspect {
+        /// The layer
+        id: String,
+    },
 }
 
 fn lid(s: &str) -> Result<LayerId> {
     Ok(LayerId::new(s)?)
-}
-
-/// Docker's human size: decimal units, 3 significant digits ("9.29MB").
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut s = format!("{v:.digits$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[i])
 }
 
 pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
@@ -139,37 +144,9 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
             let id = lid(id)?;
             let base_id = base.as_deref().map(lid).transpose()?;
             let base = DiffBase::from_option(base_id.as_ref());
-            match output {
-                Some(path) => {
-                    let dir = path
-                        .parent()
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .unwrap_or(std::path::Path::new("."));
-                    let mut tmp = tempfile::Builder::new()
-                        .prefix(".strata-diff.")
-                        .tempfile_in(dir)
-                        .with_context(|| format!("creating a file in {}", dir.display()))?;
-                    {
-                        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                        d.diff(&id, base, &mut w)?;
-                        w.flush()?;
-                    }
-                    tmp.as_file().sync_all()?;
-                    tmp.persist(path)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    if stdout.is_terminal() {
-                        bail!(
-                            "refusing to write a tar to a terminal; use -o FILE or redirect the output"
-                        );
-                    }
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                    d.diff(&id, base, &mut w)?;
-                    w.flush()?;
-                }
-            }
+            let mut out = Output::open(output.as_deref())?;
+            d.diff(&id, base, &mut out)?;
+            out.finish()?;
         }
         LayerCmd::Changes { id, base } => {
             let id = lid(id)?;
@@ -187,14 +164,14 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
             println!("{}", d.mount(&lid(id)?)?.display());
         }
         LayerCmd::Unmount { id } => d.unmount(&lid(id)?)?,
-        LayerCmd::Rm { id } => d.remove(&lid(id)?)?,
+        LayerCmd::Rm { id, force } => rm(cli, d.as_ref(), id, *force)?,
         LayerCmd::Ls { format } => {
             let mut rows = Vec::new();
             for l in d.layers()? {
                 let size = d.diff_size(&l.id, DiffBase::Parent)?;
                 rows.push((l, size));
             }
-            if format == "json" {
+            if *format == TableOrJson::Json {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|(l, size)| {
@@ -244,17 +221,22 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::human_size;
-
-    #[test]
-    fn human_sizes_like_docker() {
-        assert_eq!(human_size(11), "11B");
-        assert_eq!(human_size(9_290_000), "9.29MB");
-        assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(12_345), "12.3kB");
-        assert_eq!(human_size(123_456), "123kB");
-        assert_eq!(human_size(0), "0B");
+/// `layer rm`: the store's layers are refused unless forced.
+fn rm(cli: &Cli, d: &dyn strata_core::Driver, id: &str, force: bool) -> Result<()> {
+    let id = lid(id)?;
+    d.layer(&id)?;
+    let store = strata_store::Store::open(&cli.root(), cli.open_driver()?)?;
+    if let Some(by) = store.layer_user(id.as_str())? {
+        if !force {
+            return Err(strata_store::Error::LayerInUse {
+                layer: id.to_string(),
+                by,
+            }
+            .into());
+        }
+        eprintln!(
+            "WARNING: removing layer {id}, used by {by}; that image or container is broken now (strata check --repair)"
+        );
     }
+    Ok(d.remove(&id)?)
 }

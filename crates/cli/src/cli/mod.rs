@@ -1,16 +1,31 @@
-//! The `strata` command line.
+//! The `strata` command line: Docker's commands and names over the store,
+//! and the low-level layer contract over the driver.
+//!
+//! Rooms: `image` and `container` (the Docker-like commands), `layer` and
+//! `driver` (low level), `system` (df, prune, check), `format` (`--format`
+//! and templates), `output` (`-o FILE`), `filter` (`--filter`),
+//! `progress` (pull-like output), `table`.
+//!
+//! Exit status: 0 on success, 1 when the operation failed (the message
+//! names the image, container, layer, path or reference), 2 on a usage
+//! error. Arguments are checked before the root is touched.
 
 pub mod container;
+pub mod filter;
+pub mod format;
 pub mod image;
 pub mod layer;
+pub mod output;
+pub mod progress;
 pub mod system;
 pub mod table;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// Container image layer storage.
+/// Container image layer storage, with the commands Docker users know.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, propagate_version = true)]
 pub struct Cli {
@@ -29,73 +44,97 @@ pub struct Cli {
     )]
     pub driver: String,
 
-    /// Driver option key=value (repeatable)
+    /// Driver option KEY=VALUE (repeatable)
     #[arg(long = "storage-opt", global = true, value_name = "KEY=VALUE")]
     pub storage_opt: Vec<String>,
 
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// More log output: -v what each step does, -vv details; RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Manage containers (read-write layers on images)
+    #[command(subcommand)]
+    Container(container::ContainerCmd),
     /// Low-level layer operations on the driver
     #[command(subcommand)]
     Layer(layer::LayerCmd),
     /// The storage driver
     #[command(subcommand)]
     Driver(DriverCmd),
-    /// Images
+    /// Disk usage, pruning and consistency
     #[command(subcommand)]
-    Image(image::ImageCmd),
-    /// Containers (read-write layers on images)
-    #[command(subcommand)]
-    Container(container::ContainerCmd),
-    /// List containers
+    System(system::SystemCmd),
+    /// List images (image ls)
+    Images(image::LsArgs),
+    /// Remove images (image rm)
+    Rmi(image::RmArgs),
+    /// Load images from an archive or standard input (image load)
+    Load(image::LoadArgs),
+    /// Save an image to an archive or standard output (image save)
+    Save(image::SaveArgs),
+    /// Import a root file system tarball as a one-layer image (image import)
+    Import(image::ImportArgs),
+    /// List containers (container ls)
     Ps(container::PsArgs),
-    /// Show disk usage (like docker system df)
-    Df {
-        /// Per image and container details
-        #[arg(short, long)]
-        verbose: bool,
-        /// table or json
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    /// Show disk usage (system df)
+    Df(system::DfArgs),
     /// Remove layers no image or container uses
-    Prune {
-        /// table or json
-        #[arg(long, default_value = "table")]
-        format: String,
+    Prune(system::LayerPruneArgs),
+    /// Verify the store against the driver and the mounts (system check)
+    Check(system::CheckArgs),
+    /// Print a shell completion script: bash, zsh or fish
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
     },
-    /// Verify store metadata against the driver and the mounts
-    Check {
-        /// Fix what can be fixed
-        #[arg(long)]
-        repair: bool,
-        /// table or json
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
+    /// Print the man page (roff), e.g. `strata manpage > strata.1`
+    Manpage,
 }
 
+/// `strata driver ...`
 #[derive(Debug, Subcommand)]
 pub enum DriverCmd {
     /// Show the driver's status
     Status {
-        /// Output format: table or json
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Output: table or json
+        #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+        format: TableOrJson,
     },
     /// Unmount everything the driver mounted under the root
     Cleanup,
 }
 
-/// Set up logging: quiet by default (warnings), `-v` for more, RUST_LOG wins.
+/// `--format` of commands that print key/value pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+/// A usage error found after parsing (exit status 2).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Set up logging: warnings by default, `-v` for each step, `-vv` for
+/// details; RUST_LOG wins. Colour only on a terminal.
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -108,54 +147,96 @@ pub fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
 
 impl Cli {
+    /// The root: `--root`, `$STRATA_ROOT`, or the default.
     pub fn root(&self) -> PathBuf {
         self.root.clone().unwrap_or_else(strata::default_root)
     }
 
+    /// Open the driver on the root.
     pub fn open_driver(&self) -> anyhow::Result<Box<dyn strata_core::Driver>> {
         let opts = strata_core::DriverOptions::parse(&self.storage_opt)?;
         Ok(strata::open(&self.driver, &self.root(), opts)?)
+    }
+
+    /// Open the store on the root.
+    pub fn open_store(&self) -> anyhow::Result<strata_store::Store> {
+        let d = self.open_driver()?;
+        Ok(strata_store::Store::open(&self.root(), d)?)
     }
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Layer(c) => layer::run(&cli, c),
         Command::Image(c) => image::run(&cli, c),
         Command::Container(c) => container::run(&cli, c),
+        Command::Layer(c) => layer::run(&cli, c),
+        Command::System(c) => system::run(&cli, c),
+        Command::Images(a) => image::ls(&cli, a),
+        Command::Rmi(a) => image::rm(&cli, a),
+        Command::Load(a) => image::load(&cli, a),
+        Command::Save(a) => image::save(&cli, a),
+        Command::Import(a) => image::import_rootfs(&cli, a),
         Command::Ps(a) => container::ps(&cli, a),
-        Command::Df { verbose, format } => system::df(&cli, *verbose, format),
-        Command::Prune { format } => system::prune(&cli, format),
-        Command::Check { repair, format } => {
-            if system::check(&cli, *repair, format)? {
-                Ok(())
-            } else {
-                std::process::exit(1)
-            }
-        }
-        Command::Driver(DriverCmd::Cleanup) => Ok(cli.open_driver()?.cleanup()?),
-        Command::Driver(DriverCmd::Status { format }) => {
-            let d = cli.open_driver()?;
-            let s = d.status();
-            if format == "json" {
-                let m: serde_json::Map<String, serde_json::Value> = s
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                let w = s.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                for (k, v) in s {
-                    println!("{k:<w$}  {v}");
-                }
-            }
+        Command::Df(a) => system::df(&cli, a),
+        Command::Prune(a) => system::prune_layers(&cli, a),
+        Command::Check(a) => system::check(&cli, a),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "strata",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
+        Command::Manpage => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Driver(DriverCmd::Cleanup) => Ok(cli.open_driver()?.cleanup()?),
+        Command::Driver(DriverCmd::Status { format }) => driver_status(&cli, *format),
     }
+}
+
+fn driver_status(cli: &Cli, format: TableOrJson) -> anyhow::Result<()> {
+    let s = cli.open_driver()?.status();
+    if format == TableOrJson::Json {
+        let m: serde_json::Map<String, serde_json::Value> = s
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    let w = s.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in s {
+        println!("{k:<w$}  {v}");
+    }
+    Ok(())
+}
+
+/// A usage error (exit 2).
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+/// Print a name from an image (a tag, a command line of its history) for a
+/// terminal: control characters are escaped, never sent raw.
+pub fn safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }

@@ -154,3 +154,23 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     };
     remove_all_at(pfd.as_fd(), &cstr(name.as_bytes())?)
 }
+
+/// Refuse a directory another user could have prepared or can change: it
+/// must be a real directory (not a symlink), ours, and writable by us
+/// alone. Returns why not, for the caller to name the directory.
+pub fn check_private_dir(p: &Path) -> io::Result<Option<String>> {
+    let st = rfs::lstat(p)?;
+    let me = rustix::process::geteuid().as_raw();
+    Ok(if super::file_type(&st) != rfs::FileType::Directory {
+        Some("is not a directory (a symlink?)".to_string())
+    } else if st.st_uid != me {
+        Some(format!("is owned by uid {}, not by uid {me}", st.st_uid))
+    } else if st.st_mode & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:o})",
+            st.st_mode & 0o7777
+        ))
+    } else {
+        None
+    })
+}

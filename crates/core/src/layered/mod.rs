@@ -327,6 +327,10 @@ impl<B: Backend> Driver for Layered<B> {
         self.unmount_counted(id)
     }
 
+    fn release(&self, id: &LayerId) -> Result<u32> {
+        self.release_all(id)
+    }
+
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
         changes::write_diff_with(out, |emit| self.walk(id, base, WalkPurpose::Diff, emit))
     }

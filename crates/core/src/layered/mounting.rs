@@ -47,6 +47,20 @@ impl<B: Backend> Layered<B> {
         self.state.set_mount_count(id, n - 1)
     }
 
+    /// Drop every reference and unmount.
+    pub(super) fn release_all(&self, id: &LayerId) -> Result<u32> {
+        let _l = self.state.lock()?;
+        let meta = self.state.meta(id)?;
+        let n = self.state.mount_count(id);
+        if let MountPoint::At(t) = self.backend.mount_point(&self.state, &meta) {
+            mounts::unmount_path(&t).ctx("unmount", &t)?;
+            #[allow(clippy::disallowed_methods)] // our mount point, not layer content
+            let _ = std::fs::remove_dir(&t);
+        }
+        self.state.set_mount_count(id, 0)?;
+        Ok(n)
+    }
+
     /// Counts whose mount is gone are reset; mounts under the driver that
     /// no count accounts for are unmounted (temporary views of live
     /// operations in the staging area excepted). Call under the lock.

@@ -122,6 +122,7 @@ impl DriverState {
         ] {
             fsx::mkdir_p(&d, 0o700).ctx("create directory", &d)?;
         }
+        Error::check_private(home)?;
         Ok(DriverState {
             name,
             home: home.to_path_buf(),

@@ -1,0 +1,184 @@
+//! The store's metadata: one SQLite database (`ROOT/store/store.db`),
+//! shared by every process on the root.
+//!
+//! SQLite because many processes use one root at once (CLI invocations,
+//! the snapshotter daemon): it gives them transactions across processes
+//! (WAL mode, a busy timeout instead of failures), indexes, and durability
+//! per transaction (`synchronous=FULL`). A pure-Rust alternative (redb)
+//! locks its file for one process at a time.
+//!
+//! Each store operation is one transaction. Work on the driver is
+//! bracketed: a layer being made has an `intents` row first (recovery
+//! removes the driver layer if the operation died); a layer or container
+//! being removed is marked `removing` first and its row goes only after the
+//! driver removed it (a refusal clears the mark, a crash leaves it for
+//! recovery to finish). So a record is never lost while the driver still
+//! has the layer, and a driver layer is never left unclaimed.
+//!
+//! Schema versions: 1 (this), migrated on open from the JSON files of
+//! earlier roots (see [`migrate_json`]).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    chain_id TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    parent TEXT,
+    cache_id TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    tar_size INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    blob_digest TEXT,
+    blob_media_type TEXT,
+    blob_size INTEGER,
+    removing INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+CREATE INDEX IF NOT EXISTS layers_blob ON layers(blob_digest);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    manifest TEXT,
+    loaded INTEGER NOT NULL,
+    created INTEGER,
+    created_text TEXT,
+    size INTEGER NOT NULL,
+    os TEXT,
+    architecture TEXT
+);
+CREATE INDEX IF NOT EXISTS images_manifest ON images(manifest);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    pos INTEGER NOT NULL,
+    chain_id TEXT NOT NULL,
+    PRIMARY KEY (image, pos)
+);
+CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain_id);
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT PRIMARY KEY,
+    image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS tags_image ON tags(image);
+CREATE TABLE IF NOT EXISTS repo_digests (
+    name TEXT NOT NULL,
+    image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (name, image)
+);
+CREATE INDEX IF NOT EXISTS repo_digests_image ON repo_digests(image);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    image_ref TEXT NOT NULL,
+    layer TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
+CREATE TABLE IF NOT EXISTS intents (
+    cache_id TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    started INTEGER NOT NULL
+);
+"#;
+
+/// The database of one store.
+#[derive(Debug)]
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Open (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(Error::db("open"))?;
+        conn.busy_timeout(Duration::from_secs(120))
+            .map_err(Error::db("busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(Error::db("WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(Error::db("synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(Error::db("foreign keys"))?;
+        let db = Db {
+            conn: Mutex::new(conn),
+        };
+        db.write("create schema", |tx| {
+            tx.execute_batch(SCHEMA).map_err(Error::db("create schema"))?;
+            let v: Option<i64> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .ok()
+                .and_then(|s| s.parse().ok());
+            match v {
+                Some(v) if v > SCHEMA_VERSION => Err(Error::Corrupt {
+                    what: "store database".into(),
+                    reason: format!(
+                        "schema version {v} is newer than this build's {SCHEMA_VERSION}; use a newer strata"
+                    ),
+                }),
+                Some(_) => Ok(()),
+                None => tx
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
+                    .map(|_| ())
+                    .map_err(Error::db("write schema version")),
+            }
+        })?;
+        Ok(db)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::Internal("a thread panicked holding the database".into()))
+    }
+
+    /// Run `f` in a write transaction (taken up front, so that two writers
+    /// queue instead of failing); commits when `f` returns `Ok`.
+    pub fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.lock()?;
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::db(op))?;
+        let v = f(&tx)?;
+        tx.commit().map_err(Error::db(op))?;
+        Ok(v)
+    }
+
+    /// Run `f` in a read transaction (one consistent snapshot).
+    pub fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.lock()?;
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(Error::db(op))?;
+        let v = f(&tx)?;
+        tx.finish().map_err(Error::db(op))?;
+        Ok(v)
+    }
+}
