@@ -16,6 +16,9 @@ fn have(p: &str) -> bool {
     strata_conformance::fixture::have_program(p)
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 #[test]
 fn apply_prints_one_json_line_and_failures_leave_nothing() {
     let e = Env::new("vfs");
@@ -253,6 +256,9 @@ with tarfile.open('{out}', 'w', format=fmt) as t:
         .unwrap_or(false)
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 #[test]
 fn tars_from_gnu_tar_and_python_apply() {
     let e = Env::new("vfs");

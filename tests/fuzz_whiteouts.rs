@@ -90,6 +90,9 @@ fn fail(what: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(what.to_string())
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 fn one_case(
     d: &dyn Driver,
     naive: &dyn Driver,

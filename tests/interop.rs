@@ -36,6 +36,9 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 #[test]
 fn skopeo_and_podman_round_trips() {
     if !tools() {

@@ -69,6 +69,9 @@ fn assert_no_leftovers(e: &Env, driver: &str) {
     assert!(m.is_empty(), "{driver}: mounts left: {m:?}");
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 fn crash_points(driver: &'static str) {
     if unavailable(driver).is_some() {
         return;
@@ -411,6 +414,9 @@ fn refusal(err: &str) -> bool {
         .any(|p| l.contains(p))
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 fn concurrency(driver: &'static str) {
     if unavailable(driver).is_some() {
         return;

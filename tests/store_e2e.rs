@@ -13,6 +13,9 @@ fn lines_with(out: &str, pat: &str) -> usize {
     out.lines().filter(|l| l.contains(pat)).count()
 }
 
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next; cut into functions it would no longer read as the
+// session it checks.
 fn image_workflow(driver: &'static str) {
     if unavailable(driver).is_some() {
         return;

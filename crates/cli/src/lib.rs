@@ -1,5 +1,5 @@
 //! The Strata binaries' library: the `strata` command line ([`cli`]) and
-//! the benchmarks of `driver-test bench` ([`bench`]). The `strata` and
+//! the benchmarks of `driver-test bench` ([`bench`](mod@bench)). The `strata` and
 //! `driver-test` binaries in `src/bin` are thin mains over it. Runtimes
 //! link the `strata` facade crate instead, which carries none of this.
 

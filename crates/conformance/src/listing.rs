@@ -3,13 +3,12 @@
 //! and hardlink groups.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::fd::AsFd;
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use rustix::fs::FileType;
-use sha2::Digest;
 use strata_core::fsx::{self, XattrTarget};
 
 /// What to leave out of a listing.
@@ -57,49 +56,7 @@ pub fn listing(root: &Path, opts: ListOpts) -> Result<Vec<String>> {
             let shown = format!("/{}", esc(&path));
             let st = fsx::stat_at(d.as_fd(), &e.name)?;
             let ft = fsx::file_type(&st);
-            let (xattrs, extra) = match ft {
-                FileType::Directory => {
-                    let sub = fsx::open_dir_at(d.as_fd(), &e.name)?;
-                    let x = fsx::xattrs(XattrTarget::Fd(sub.as_fd()))?;
-                    subdirs.push((sub, path.clone()));
-                    (x, String::new())
-                }
-                FileType::Symlink => {
-                    let t = rustix::fs::readlinkat(&d, e.name.as_c_str(), Vec::new())?;
-                    (
-                        fsx::xattrs(XattrTarget::At(d.as_fd(), e.name.to_bytes()))?,
-                        format!("-> {}", esc(t.as_bytes())),
-                    )
-                }
-                FileType::RegularFile => {
-                    let f = fsx::open_file_at(d.as_fd(), &e.name)?;
-                    let x = fsx::xattrs(XattrTarget::Fd(f.as_fd()))?;
-                    let mut h = sha2::Sha256::new();
-                    let mut file = std::fs::File::from(f);
-                    let mut buf = vec![0u8; 1 << 16];
-                    loop {
-                        let n = file.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    (x, format!("sha256:{}", &hex::encode(h.finalize())[..16]))
-                }
-                FileType::CharacterDevice | FileType::BlockDevice => (
-                    fsx::xattrs(XattrTarget::At(d.as_fd(), e.name.to_bytes()))?,
-                    format!(
-                        "dev {}:{}",
-                        rustix::fs::major(st.st_rdev),
-                        rustix::fs::minor(st.st_rdev)
-                    ),
-                ),
-                _ => (
-                    fsx::xattrs(XattrTarget::At(d.as_fd(), e.name.to_bytes()))?,
-                    String::new(),
-                ),
-            };
-            let mut extra = extra;
+            let (xattrs, mut extra) = describe(d.as_fd(), &e.name, &st, &mut subdirs, &path)?;
             if ft != FileType::Directory && st.st_nlink > 1 {
                 let key = (st.st_dev, st.st_ino);
                 match links.get(&key) {
@@ -117,6 +74,46 @@ pub fn listing(root: &Path, opts: ListOpts) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Extended attributes: (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The xattrs and the type-specific part of an entry's line; a
+/// directory is opened and queued in `subdirs`.
+fn describe(
+    d: BorrowedFd<'_>,
+    name: &CStr,
+    st: &rustix::fs::Stat,
+    subdirs: &mut Vec<(OwnedFd, Vec<u8>)>,
+    path: &[u8],
+) -> Result<(Xattrs, String)> {
+    let at = || fsx::xattrs(XattrTarget::At(d, name.to_bytes()));
+    Ok(match fsx::file_type(st) {
+        FileType::Directory => {
+            let sub = fsx::open_dir_at(d, name)?;
+            let x = fsx::xattrs(XattrTarget::Fd(sub.as_fd()))?;
+            subdirs.push((sub, path.to_vec()));
+            (x, String::new())
+        }
+        FileType::Symlink => {
+            let t = rustix::fs::readlinkat(d, name, Vec::new())?;
+            (at()?, format!("-> {}", esc(t.as_bytes())))
+        }
+        FileType::RegularFile => {
+            let f = fsx::open_file_at(d, name)?;
+            let x = fsx::xattrs(XattrTarget::Fd(f.as_fd()))?;
+            let mut h = strata_core::Hashing::new(std::io::sink());
+            std::io::copy(&mut std::fs::File::from(f), &mut h)?;
+            let (_, digest, _) = h.finish();
+            (x, format!("sha256:{}", &digest.hex()[..16]))
+        }
+        FileType::CharacterDevice | FileType::BlockDevice => {
+            let (ma, mi) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+            (at()?, format!("dev {ma}:{mi}"))
+        }
+        _ => (at()?, String::new()),
+    })
 }
 
 fn line(

@@ -53,6 +53,7 @@ impl Filter {
         self.insert(path).all = true;
     }
 
+    /// Whether there is no change at all.
     pub fn is_empty(&self) -> bool {
         !self.all && self.children.is_empty()
     }

@@ -20,8 +20,11 @@ use crate::whiteout;
 /// What a copy did (for status lines and benchmarks).
 #[derive(Debug, Default)]
 pub struct CopyStats {
+    /// Files copied.
     pub files: AtomicU64,
+    /// Files whose data was reflinked rather than copied.
     pub reflinked: AtomicU64,
+    /// Bytes copied (not reflinked).
     pub bytes_copied: AtomicU64,
 }
 
@@ -364,7 +367,9 @@ fn copy_dir_meta(
 /// Options of [`copy_tree`].
 #[derive(Debug, Clone, Copy)]
 pub struct TreeCopy<'a> {
+    /// How file data is copied.
     pub data: DataCopy,
+    /// Counters to add to, if any.
     pub stats: Option<&'a CopyStats>,
     /// Keep `*.overlay.*` xattrs (copying an overlay upper as is).
     pub keep_overlay_xattrs: bool,

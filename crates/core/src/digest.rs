@@ -124,6 +124,7 @@ impl<S> fmt::Debug for Hashing<S> {
 }
 
 impl<S> Hashing<S> {
+    /// Hash what passes through `inner`.
     pub fn new(inner: S) -> Self {
         Hashing {
             inner,
@@ -142,6 +143,7 @@ impl<S> Hashing<S> {
         (self.inner, Digest::from_hasher(self.hasher), self.count)
     }
 
+    /// The wrapped reader or writer (what passes by it directly is not hashed).
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }

@@ -59,6 +59,7 @@ impl Capabilities {
 /// `InvalidInput` error naming it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOpts {
+    /// Driver-specific options (`size=`, ...).
     pub storage_opts: BTreeMap<String, String>,
 }
 
@@ -89,7 +90,9 @@ pub struct DiffStats {
 /// A layer as `layers()` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {
+    /// The layer.
     pub id: LayerId,
+    /// The layer it sits on.
     pub parent: Option<LayerId>,
     /// A container (read-write) layer.
     pub rw: bool,
@@ -112,6 +115,7 @@ pub enum DiffBase<'a> {
 }
 
 impl<'a> DiffBase<'a> {
+    /// `Parent` for `None`, else `Layer`.
     pub fn from_option(parent: Option<&'a LayerId>) -> Self {
         match parent {
             Some(p) => DiffBase::Layer(p),
@@ -137,6 +141,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// The root the driver was opened on.
     fn root(&self) -> &Path;
 
+    /// What this driver can do here.
     fn capabilities(&self) -> Capabilities;
 
     /// Create an empty read-only layer on `parent` (its view is the parent's
@@ -204,6 +209,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// mounted (`Busy`); unknown ids are `NotFound`.
     fn remove(&self, id: &LayerId) -> Result<()>;
 
+    /// Whether the layer exists.
     fn exists(&self, id: &LayerId) -> bool;
 
     /// Information about one layer.
@@ -228,6 +234,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
 pub struct DriverOptions(pub BTreeMap<String, String>);
 
 impl DriverOptions {
+    /// Parse `key=value` items.
     pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> Result<Self> {
         let mut m = BTreeMap::new();
         for it in items {
@@ -255,6 +262,7 @@ impl DriverOptions {
         }
     }
 
+    /// Remove and return the option `key`.
     pub fn take(&mut self, key: &str) -> Option<String> {
         self.0.remove(key)
     }

@@ -10,12 +10,19 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
+    /// A layer, path or record that does not exist.
     NotFound,
+    /// A layer or record of that name exists already.
     AlreadyExists,
+    /// A layer that others sit on (remove them first).
     HasChildren,
+    /// A layer that is mounted or otherwise in use.
     Busy,
+    /// A stack deeper than the driver can mount.
     MaxDepth,
+    /// Something this driver, kernel or file system cannot do.
     Unsupported,
+    /// Bad input: an id, an option, a tar entry.
     InvalidInput,
     /// A path of a layer diff (entry, link target, whiteout) would resolve
     /// outside the layer root. Never folded into `Io` or `InvalidInput`.
@@ -26,6 +33,7 @@ pub enum ErrorKind {
     Corrupt,
     /// A directory that another user could have prepared or can change.
     NotPrivate,
+    /// A system call failed (the message names the call and the path).
     Io,
 }
 
@@ -71,80 +79,154 @@ impl From<&[u8]> for Name {
     }
 }
 
+/// An error of the core or of a driver. Each variant's fields are what its
+/// message names: the layer (`id`), the thing (`what`), the path, and why
+/// (`reason`). Branch on [`Error::kind`], not on the variant.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// See [`ErrorKind::NotFound`].
     #[error("{what} not found")]
-    NotFound { what: String },
+    NotFound {
+        /// What was looked for (`layer X`, a path...).
+        what: String,
+    },
 
+    /// See [`ErrorKind::AlreadyExists`].
     #[error("{what} already exists")]
-    AlreadyExists { what: String },
+    AlreadyExists {
+        /// What exists already.
+        what: String,
+    },
 
+    /// See [`ErrorKind::HasChildren`].
     #[error("layer {id} has children ({children}); remove them first")]
-    HasChildren { id: String, children: String },
+    HasChildren {
+        /// The layer.
+        id: String,
+        /// Its children, comma-separated.
+        children: String,
+    },
 
+    /// See [`ErrorKind::Busy`].
     #[error("layer {id} is busy: {reason}")]
-    Busy { id: String, reason: String },
+    Busy {
+        /// The layer.
+        id: String,
+        /// Who uses it.
+        reason: String,
+    },
 
+    /// See [`ErrorKind::MaxDepth`].
     #[error("a stack of {depth} layers exceeds the maximum of {max} layers of driver {driver}")]
     MaxDepth {
+        /// The depth asked for.
         depth: usize,
+        /// The driver's maximum.
         max: usize,
+        /// The driver.
         driver: String,
     },
 
+    /// See [`ErrorKind::Unsupported`].
     #[error("{what} is not supported: {reason}")]
-    Unsupported { what: String, reason: String },
+    Unsupported {
+        /// The operation or driver.
+        what: String,
+        /// Why not, here.
+        reason: String,
+    },
 
+    /// See [`ErrorKind::InvalidInput`].
     #[error("invalid {what}: {reason}")]
-    InvalidInput { what: String, reason: String },
+    InvalidInput {
+        /// The input (`layer id`, `option`, `hardlink`...).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// See [`ErrorKind::PathEscape`].
     #[error("path {path} escapes the layer root: {reason}")]
-    PathEscape { path: Name, reason: String },
+    PathEscape {
+        /// The path, as the layer spelled it.
+        path: Name,
+        /// How it would escape.
+        reason: String,
+    },
 
     #[error(
         "root {root} was set up with driver {recorded}; refusing to open it with driver {requested}"
     )]
+    /// See [`ErrorKind::DriverMismatch`].
     DriverMismatch {
+        /// The root.
         root: PathBuf,
+        /// The driver recorded in `ROOT/driver`.
         recorded: String,
+        /// The driver asked for.
         requested: String,
     },
 
+    /// See [`ErrorKind::Corrupt`].
     #[error("corrupt state at {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// What does not make sense.
+        reason: String,
+    },
 
     #[error(
         "refusing to use {}: it {reason} (make it root's and not writable by group or others)",
         Name::of_path(path)
     )]
-    NotPrivate { path: PathBuf, reason: String },
+    /// See [`ErrorKind::NotPrivate`].
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        reason: String,
+    },
 
     // Messages include their cause and do not also expose it as `source()`,
     // so that `{:#}` chains print each cause once. The path is escaped
     // (names come from layers and may hold control bytes).
     #[error("{op} {}: {err}", Name::of_path(path))]
+    /// See [`ErrorKind::Io`].
     Io {
+        /// The call (`open`, `rename`...).
         op: &'static str,
+        /// Its path.
         path: PathBuf,
+        /// The OS error.
         err: io::Error,
     },
 
     /// An error while applying one tar entry: names the entry.
     #[error("tar entry {entry}: {inner}")]
-    Entry { entry: Name, inner: Box<Error> },
+    Entry {
+        /// The entry's name.
+        entry: Name,
+        /// What went wrong with it (its kind is this error's kind).
+        inner: Box<Error>,
+    },
 
     /// The archive stream itself is broken (bad header, truncated...).
     #[error("layer archive: {reason}{}", err.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Archive {
+        /// What is wrong.
         reason: String,
+        /// The read error, when there was one.
         err: Option<io::Error>,
     },
 }
 
+/// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What went wrong, for callers that branch on it.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
@@ -177,6 +259,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`]: call `op` failed on `path`.
     pub fn io(op: &'static str, path: impl AsRef<Path>, source: impl Into<io::Error>) -> Error {
         Error::Io {
             op,
@@ -196,6 +279,7 @@ impl Error {
         }
     }
 
+    /// An [`ErrorKind::InvalidInput`] error.
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::InvalidInput {
             what: what.into(),
@@ -203,10 +287,12 @@ impl Error {
         }
     }
 
+    /// An [`ErrorKind::NotFound`] error.
     pub fn not_found(what: impl Into<String>) -> Error {
         Error::NotFound { what: what.into() }
     }
 
+    /// An [`ErrorKind::Unsupported`] error.
     pub fn unsupported(what: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Unsupported {
             what: what.into(),
@@ -214,6 +300,7 @@ impl Error {
         }
     }
 
+    /// An [`ErrorKind::PathEscape`] error for a layer's path.
     pub fn escape(path: &[u8], reason: impl Into<String>) -> Error {
         Error::PathEscape {
             path: Name(path.to_vec()),
@@ -234,6 +321,7 @@ impl Error {
         }
     }
 
+    /// `source`, naming the tar entry it happened at.
     pub fn entry(entry: &[u8], source: Error) -> Error {
         // do not nest entry contexts
         if let Error::Entry { .. } = source {
@@ -245,6 +333,7 @@ impl Error {
         }
     }
 
+    /// A broken archive stream.
     pub fn archive(reason: impl Into<String>, source: Option<io::Error>) -> Error {
         Error::Archive {
             reason: reason.into(),
@@ -262,6 +351,7 @@ fn is_system_io(e: &io::Error) -> bool {
 
 /// Attach an operation and a path to an io / rustix error.
 pub trait IoContext<T> {
+    /// The error as an [`Error::Io`] naming `op` and `path`.
     fn ctx(self, op: &'static str, path: impl AsRef<Path>) -> Result<T>;
 }
 

@@ -15,8 +15,10 @@ use crate::error::{Error, Result};
 pub struct LayerId(String);
 
 impl LayerId {
+    /// The longest id accepted.
     pub const MAX_LEN: usize = 128;
 
+    /// Check and wrap an id: 1 to [`Self::MAX_LEN`] bytes of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
         if s.is_empty() || s.len() > Self::MAX_LEN {
@@ -43,6 +45,7 @@ impl LayerId {
         Ok(LayerId(s))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -12,6 +12,8 @@
 //! system calls), [`mounts`] (the mount table), [`whiteout`] (whiteout
 //! forms), [`digest`], [`id`], [`error`], [`registry`].
 
+#![deny(missing_docs)]
+
 pub mod archive;
 pub mod changes;
 pub mod copy;

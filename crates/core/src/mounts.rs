@@ -9,10 +9,15 @@ use rustix::mount::{UnmountFlags, unmount};
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// Where it is mounted.
     pub mount_point: PathBuf,
+    /// The file system type (`overlay`, `btrfs`...).
     pub fs_type: String,
+    /// The mount source.
     pub source: String,
+    /// Per-mount options.
     pub options: String,
+    /// Per-super-block options.
     pub super_options: String,
 }
 

@@ -16,13 +16,28 @@ use crate::fsx;
 
 /// Knows how to check for and open one driver.
 pub trait DriverFactory: Send + Sync {
+    /// The driver's name (`vfs`, `overlay2`, `btrfs`).
     fn name(&self) -> &'static str;
 
     /// `Ok` when the driver works on `root` on this machine; otherwise an
     /// `Unsupported` error saying why.
     fn supported(&self, root: &Path) -> Result<()>;
 
+    /// Open the driver on a root.
     fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>>;
+
+    /// Whether the driver needs root on every machine (it mounts or calls
+    /// privileged ioctls); the suite skips it for other users, and fails
+    /// under CI.
+    fn needs_root(&self) -> bool {
+        false
+    }
+
+    /// The file system a scratch root for this driver is best made on
+    /// (`None`: any directory will do).
+    fn scratch_fs(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A registry entry made of plain functions (what every driver crate
@@ -35,6 +50,10 @@ pub struct Entry {
     pub supported: fn(&Path) -> Result<()>,
     /// Open the driver on a root.
     pub open: fn(&Path, DriverOptions) -> Result<Box<dyn Driver>>,
+    /// See [`DriverFactory::needs_root`].
+    pub needs_root: bool,
+    /// See [`DriverFactory::scratch_fs`].
+    pub scratch_fs: Option<&'static str>,
 }
 
 impl DriverFactory for Entry {
@@ -48,6 +67,14 @@ impl DriverFactory for Entry {
 
     fn open(&self, root: &Path, opts: DriverOptions) -> Result<Box<dyn Driver>> {
         (self.open)(root, opts)
+    }
+
+    fn needs_root(&self) -> bool {
+        self.needs_root
+    }
+
+    fn scratch_fs(&self) -> Option<&'static str> {
+        self.scratch_fs
     }
 }
 
@@ -66,6 +93,7 @@ impl std::fmt::Debug for Registry {
 const RECORD: &str = "driver";
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
     }
@@ -75,10 +103,12 @@ impl Registry {
         self.factories.push(f);
     }
 
+    /// The registered drivers' names, in `auto`'s order.
     pub fn names(&self) -> Vec<&'static str> {
         self.factories.iter().map(|f| f.name()).collect()
     }
 
+    /// The driver called `name`; `NotFound` names the ones there are.
     pub fn factory(&self, name: &str) -> Result<&dyn DriverFactory> {
         self.factories
             .iter()

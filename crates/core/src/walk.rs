@@ -19,8 +19,11 @@ use crate::whiteout;
 /// Added, modified or deleted: the letters `docker diff` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
+    /// New in the layer.
     Added,
+    /// Changed against the base.
     Modified,
+    /// Removed from the base.
     Deleted,
 }
 
@@ -39,7 +42,9 @@ impl ChangeKind {
 /// (`/etc/passwd`) and may hold any bytes but NUL.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Change {
+    /// How it changed.
     pub kind: ChangeKind,
+    /// The path, rooted at `/`.
     pub path: PathBuf,
 }
 
@@ -132,6 +137,7 @@ pub enum DiffMethod {
 }
 
 impl DiffMethod {
+    /// `A`, `C` or `D`, as `docker diff` prints them.
     pub fn as_str(self) -> &'static str {
         match self {
             DiffMethod::Native => "native",
@@ -160,16 +166,30 @@ pub enum DiffSource<'a> {
 pub enum DiffItem<'a> {
     /// A path that is new or changed in the layer.
     Entry {
+        /// The path inside the layer.
         path: &'a [u8],
+        /// How it changed.
         change: ChangeKind,
+        /// Its stat.
         st: &'a Stat,
+        /// Where its content is read.
         src: DiffSource<'a>,
     },
     /// A path that was deleted: `.wh.NAME` beside it. `mtime` is used for
     /// the whiteout file (the parent directory's, so output is stable).
-    Whiteout { path: &'a [u8], mtime: (i64, u32) },
+    Whiteout {
+        /// The deleted path.
+        path: &'a [u8],
+        /// The time given to the marker.
+        mtime: (i64, u32),
+    },
     /// A directory that hides everything its lower layers had.
-    Opaque { dir: &'a [u8], mtime: (i64, u32) },
+    Opaque {
+        /// The directory.
+        dir: &'a [u8],
+        /// The time given to the marker.
+        mtime: (i64, u32),
+    },
 }
 
 impl DiffItem<'_> {

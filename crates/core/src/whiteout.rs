@@ -48,6 +48,7 @@ pub enum OverlayXattr {
 }
 
 impl OverlayXattr {
+    /// The opaque xattr's name.
     pub fn opaque_name(self) -> &'static [u8] {
         match self {
             OverlayXattr::Trusted => b"trusted.overlay.opaque",
@@ -55,6 +56,7 @@ impl OverlayXattr {
         }
     }
 
+    /// The xattr prefix (`trusted.overlay.` or `user.overlay.`).
     pub fn prefix(self) -> &'static [u8] {
         match self {
             OverlayXattr::Trusted => b"trusted.overlay.",
@@ -62,6 +64,7 @@ impl OverlayXattr {
         }
     }
 
+    /// Mark a directory opaque.
     pub fn set_opaque(self, t: XattrTarget<'_>) -> std::io::Result<()> {
         fsx::xattr_set(t, self.opaque_name(), b"y")
     }
@@ -74,6 +77,7 @@ impl OverlayXattr {
         }
     }
 
+    /// Whether a directory is marked opaque.
     pub fn is_opaque(self, t: XattrTarget<'_>) -> std::io::Result<bool> {
         Ok(matches!(
             fsx::xattr_get(t, self.opaque_name())?.as_deref(),
@@ -122,6 +126,7 @@ pub enum Marker<'a> {
     Meta,
 }
 
+/// What a base name of a layer diff means.
 pub fn classify(base: &[u8]) -> Marker<'_> {
     if base == OPAQUE_MARKER {
         Marker::Opaque

@@ -23,7 +23,7 @@
 //! `migrate` (roots of earlier versions), `layers` (register, remove,
 //! prune), `images` (find, tag, remove), `containers` (create, remove,
 //! commit), `usage` (`df`), `recovery` (crash recovery, `check`), `blobs`,
-//! [`import`] and [`export`] (archives), [`tarsplit`], [`reference`]
+//! [`import`] and [`export`] (archives), [`tarsplit`], [`reference`](mod@reference)
 //! (names, tags, times), [`error`].
 
 // The store keeps its own records, blobs and lock files by path; it never

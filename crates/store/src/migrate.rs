@@ -3,6 +3,7 @@
 //! they are read into the database in one transaction and the old
 //! directories are moved aside to `store/json-before-db/`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -76,9 +77,15 @@ pub(crate) fn from_json(s: &Store) -> Result<()> {
     if !old.is_dir() {
         return Ok(());
     }
-    let layers: Vec<OldLayer> = read_all(&old)?;
+    let layers: Vec<LayerRecord> = read_all::<OldLayer>(&old)?
+        .into_iter()
+        .map(OldLayer::record)
+        .collect();
     let images: Vec<OldImage> = read_all(&s.dir.join("images"))?;
-    let containers: Vec<OldContainer> = read_all(&s.dir.join("containers"))?;
+    let containers: Vec<ContainerRecord> = read_all::<OldContainer>(&s.dir.join("containers"))?
+        .into_iter()
+        .map(OldContainer::record)
+        .collect();
     let pending: Vec<String> = std::fs::read_dir(s.dir.join("pending"))
         .map(|rd| {
             rd.flatten()
@@ -86,53 +93,21 @@ pub(crate) fn from_json(s: &Store) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let sizes: std::collections::HashMap<Digest, u64> = layers
+    let sizes: HashMap<Digest, u64> = layers
         .iter()
         .map(|l| (l.chain_id.clone(), l.size))
         .collect();
-    let image_recs: Vec<ImageRecord> = images
+    let images: Vec<ImageRecord> = images
         .into_iter()
-        .map(|i| {
-            let meta = s.blob(&i.id).map(|c| image_meta(&c)).unwrap_or_default();
-            ImageRecord {
-                size: i
-                    .layers
-                    .iter()
-                    .map(|c| sizes.get(c).copied().unwrap_or(0))
-                    .sum(),
-                id: i.id,
-                repo_tags: i.repo_tags,
-                repo_digests: i.repo_digests,
-                manifest: i.manifest,
-                layers: i.layers,
-                loaded: i.loaded,
-                created: meta.created,
-                created_text: meta.created_text,
-                os: meta.os,
-                architecture: meta.architecture,
-            }
-        })
+        .map(|i| image_record(s, &sizes, i))
         .collect();
     s.db.write("migrate records", |tx| {
         for l in &layers {
             if records::layer(tx, &l.chain_id)?.is_none() {
-                records::insert_layer(
-                    tx,
-                    &LayerRecord {
-                        chain_id: l.chain_id.clone(),
-                        diff_id: l.diff_id.clone(),
-                        parent: l.parent.clone(),
-                        cache_id: l.cache_id.clone(),
-                        size: l.size,
-                        tar_size: l.tar_size,
-                        created: l.created,
-                        blob: l.blob.clone(),
-                        removing: false,
-                    },
-                )?;
+                records::insert_layer(tx, l)?;
             }
         }
-        for i in &image_recs {
+        for i in &images {
             if records::image(tx, &i.id)?.is_none() {
                 records::insert_image(tx, i)?;
                 for t in &i.repo_tags {
@@ -142,18 +117,7 @@ pub(crate) fn from_json(s: &Store) -> Result<()> {
         }
         for c in &containers {
             if records::container(tx, &c.id)?.is_none() {
-                records::insert_container(
-                    tx,
-                    &ContainerRecord {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        image_ref: c.image.short().to_string(),
-                        layer: c.layer.clone(),
-                        created: c.created,
-                        removing: false,
-                    },
-                )?;
+                records::insert_container(tx, c)?;
             }
         }
         for p in pending.iter().filter(|p| !p.starts_with('.')) {
@@ -161,6 +125,71 @@ pub(crate) fn from_json(s: &Store) -> Result<()> {
         }
         Ok(())
     })?;
+    move_aside(s)?;
+    tracing::info!(
+        layers = layers.len(),
+        images = images.len(),
+        containers = containers.len(),
+        "store: migrated the records of an earlier version into store.db"
+    );
+    Ok(())
+}
+
+impl OldLayer {
+    fn record(self) -> LayerRecord {
+        LayerRecord {
+            chain_id: self.chain_id,
+            diff_id: self.diff_id,
+            parent: self.parent,
+            cache_id: self.cache_id,
+            size: self.size,
+            tar_size: self.tar_size,
+            created: self.created,
+            blob: self.blob,
+            removing: false,
+        }
+    }
+}
+
+impl OldContainer {
+    fn record(self) -> ContainerRecord {
+        ContainerRecord {
+            image_ref: self.image.short().to_string(),
+            id: self.id,
+            name: self.name,
+            image: self.image,
+            layer: self.layer,
+            created: self.created,
+            removing: false,
+        }
+    }
+}
+
+/// An old image record, with what the database keeps beside it: its size
+/// (from its layers) and the config's summary.
+fn image_record(s: &Store, sizes: &HashMap<Digest, u64>, i: OldImage) -> ImageRecord {
+    let meta = s.blob(&i.id).map(|c| image_meta(&c)).unwrap_or_default();
+    ImageRecord {
+        size: i
+            .layers
+            .iter()
+            .map(|c| sizes.get(c).copied().unwrap_or(0))
+            .sum(),
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        manifest: i.manifest,
+        layers: i.layers,
+        loaded: i.loaded,
+        created: meta.created,
+        created_text: meta.created_text,
+        os: meta.os,
+        architecture: meta.architecture,
+    }
+}
+
+/// Keep the old record directories, out of the way, for a downgrade.
+fn move_aside(s: &Store) -> Result<()> {
     let aside = s.dir.join("json-before-db");
     strata_core::fsx::mkdir_p(&aside, 0o700).ctx("create", &aside)?;
     for d in ["layers", "images", "containers", "pending"] {
@@ -173,11 +202,5 @@ pub(crate) fn from_json(s: &Store) -> Result<()> {
             })?;
         }
     }
-    tracing::info!(
-        layers = layers.len(),
-        images = image_recs.len(),
-        containers = containers.len(),
-        "store: migrated the records of an earlier version into store.db"
-    );
     Ok(())
 }

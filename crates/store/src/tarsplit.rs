@@ -141,14 +141,11 @@ pub fn assemble(
     }
     let mut res = Resolver::new(view, view_path);
     res.use_openat2 = resolve::openat2_available();
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut emit = |b: &[u8], hasher: &mut Sha256, total: &mut u64| -> io::Result<()> {
-        out.write_all(b)?;
-        hasher.update(b);
-        *total += b.len() as u64;
-        Ok(())
+    let mut a = Assembler {
+        out,
+        hasher: Sha256::new(),
+        total: 0,
+        buf: vec![0u8; 256 * 1024],
     };
     loop {
         let mut tag = [0u8; 1];
@@ -156,77 +153,118 @@ pub fn assemble(
         match tag[0] {
             b'E' => break,
             b'R' => {
-                let mut left = read_u64(&mut dec)?;
-                while left > 0 {
-                    let n = left.min(buf.len() as u64) as usize;
-                    dec.read_exact(&mut buf[..n])?;
-                    emit(&buf[..n], &mut hasher, &mut total)?;
-                    left -= n as u64;
-                }
+                let len = read_u64(&mut dec)?;
+                a.raw(&mut dec, len)?;
             }
             b'C' => {
-                let plen = read_u32(&mut dec)? as usize;
-                if plen > 1 << 20 {
-                    return Err(bad("path too long"));
-                }
-                let mut path = vec![0u8; plen];
-                dec.read_exact(&mut path)?;
-                let len = read_u64(&mut dec)?;
-                let nseg = read_u32(&mut dec)? as usize;
-                let mut segs = Vec::with_capacity(nseg.min(1 << 16));
-                for _ in 0..nseg {
-                    segs.push(Segment {
-                        offset: read_u64(&mut dec)?,
-                        len: read_u64(&mut dec)?,
-                    });
-                }
-                let rel = resolve::normalize(&path).map_err(|e| bad(e.to_string()))?;
-                let (dir, base) = resolve::split_parent(&rel);
-                let parent = res
-                    .dir(dir, Missing::Stop, &mut ())
-                    .map_err(|e| bad(e.to_string()))?
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "{} is missing from the layer",
-                            String::from_utf8_lossy(&path)
-                        ))
-                    })?;
-                let cb = resolve::component(base).map_err(|e| bad(e.to_string()))?;
-                let fd = strata_core::fsx::open_file_at(parent.fd.as_fd(), &cb).map_err(|e| {
-                    io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(&path)))
-                })?;
-                let f = std::fs::File::from(fd);
-                let ranges: Vec<(u64, u64)> = if segs.is_empty() {
-                    vec![(0, len)]
-                } else {
-                    segs.iter().map(|s| (s.offset, s.len)).collect()
-                };
-                let mut written = 0u64;
-                for (off, l) in ranges {
-                    let mut done = 0u64;
-                    while done < l {
-                        let n = (l - done).min(buf.len() as u64) as usize;
-                        let k = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..n], off + done)?;
-                        if k == 0 {
-                            return Err(bad(format!(
-                                "{} is shorter in the layer than in the tar",
-                                String::from_utf8_lossy(&path)
-                            )));
-                        }
-                        emit(&buf[..k], &mut hasher, &mut total)?;
-                        done += k as u64;
-                    }
-                    written += l;
-                }
-                if written != len {
-                    return Err(bad(format!(
-                        "{}: sparse map does not add up",
-                        String::from_utf8_lossy(&path)
-                    )));
-                }
+                let c = Content::read(&mut dec)?;
+                a.content(&mut res, &c)?;
             }
             other => return Err(bad(format!("unknown tar-split record {other:#x}"))),
         }
     }
-    Ok((total, format!("sha256:{}", hex::encode(hasher.finalize()))))
+    Ok((
+        a.total,
+        format!("sha256:{}", hex::encode(a.hasher.finalize())),
+    ))
+}
+
+/// A content record: which file's bytes, how many, and, for a sparse
+/// file, which of its ranges.
+struct Content {
+    path: Vec<u8>,
+    len: u64,
+    segs: Vec<Segment>,
+}
+
+impl Content {
+    fn read(dec: &mut dyn Read) -> io::Result<Content> {
+        let plen = read_u32(dec)? as usize;
+        if plen > 1 << 20 {
+            return Err(bad("path too long"));
+        }
+        let mut path = vec![0u8; plen];
+        dec.read_exact(&mut path)?;
+        let len = read_u64(dec)?;
+        let nseg = read_u32(dec)? as usize;
+        let mut segs = Vec::with_capacity(nseg.min(1 << 16));
+        for _ in 0..nseg {
+            segs.push(Segment {
+                offset: read_u64(dec)?,
+                len: read_u64(dec)?,
+            });
+        }
+        Ok(Content { path, len, segs })
+    }
+
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
+    }
+}
+
+/// Writes the re-made tar, hashing and counting it.
+struct Assembler<'a> {
+    out: &'a mut dyn Write,
+    hasher: Sha256,
+    total: u64,
+    buf: Vec<u8>,
+}
+
+impl Assembler<'_> {
+    fn emit(&mut self, n: usize) -> io::Result<()> {
+        let b = &self.buf[..n];
+        self.out.write_all(b)?;
+        self.hasher.update(b);
+        self.total += n as u64;
+        Ok(())
+    }
+
+    /// `len` bytes kept verbatim in the skeleton (headers, padding).
+    fn raw(&mut self, dec: &mut dyn Read, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let n = len.min(self.buf.len() as u64) as usize;
+            dec.read_exact(&mut self.buf[..n])?;
+            self.emit(n)?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// A file's bytes, read from the layer's view.
+    fn content(&mut self, res: &mut Resolver<'_>, c: &Content) -> io::Result<()> {
+        let rel = resolve::normalize(&c.path).map_err(|e| bad(e.to_string()))?;
+        let (dir, base) = resolve::split_parent(&rel);
+        let parent = res
+            .dir(dir, Missing::Stop, &mut ())
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad(format!("{} is missing from the layer", c.name())))?;
+        let cb = resolve::component(base).map_err(|e| bad(e.to_string()))?;
+        let fd = strata_core::fsx::open_file_at(parent.fd.as_fd(), &cb)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", c.name())))?;
+        let f = std::fs::File::from(fd);
+        let ranges: Vec<(u64, u64)> = if c.segs.is_empty() {
+            vec![(0, c.len)]
+        } else {
+            c.segs.iter().map(|s| (s.offset, s.len)).collect()
+        };
+        let mut written = 0u64;
+        for (off, l) in ranges {
+            let mut done = 0u64;
+            while done < l {
+                let n = (l - done).min(self.buf.len() as u64) as usize;
+                let k = std::os::unix::fs::FileExt::read_at(&f, &mut self.buf[..n], off + done)?;
+                if k == 0 {
+                    let why = format!("{} is shorter in the layer than in the tar", c.name());
+                    return Err(bad(why));
+                }
+                self.emit(k)?;
+                done += k as u64;
+            }
+            written += l;
+        }
+        if written != c.len {
+            return Err(bad(format!("{}: sparse map does not add up", c.name())));
+        }
+        Ok(())
+    }
 }

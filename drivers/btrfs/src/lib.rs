@@ -393,4 +393,6 @@ pub const ENTRY: Entry = Entry {
     name: NAME,
     supported,
     open: |root, opts| Ok(Box::new(open(root, opts)?)),
+    needs_root: true,
+    scratch_fs: Some("btrfs"),
 };

@@ -196,4 +196,6 @@ pub const ENTRY: Entry = Entry {
     name: NAME,
     supported: |_| Ok(()),
     open: |root, opts| Ok(Box::new(open(root, opts)?)),
+    needs_root: false,
+    scratch_fs: None,
 };

@@ -77,85 +77,10 @@ impl Workload {
             std::fs::write(&p, layer::tar(entries))?;
             layer_tar(name, p)
         };
-        // base: a small root file system
-        let mut base = vec![
-            dir("etc"),
-            dir("usr"),
-            dir("usr/bin"),
-            dir("usr/lib"),
-            dir("usr/share"),
-            dir("usr/share/doc"),
-            dir("var"),
-            dir("var/lib"),
-            symlink("bin", "usr/bin"),
-        ];
-        for i in 0..files / 4 {
-            if i % 50 == 0 {
-                base.push(dir(format!("usr/lib/pkg{:03}", i / 50)));
-            }
-            base.push(file(
-                format!("usr/lib/pkg{:03}/lib{i}.so", i / 50),
-                synthetic_bytes(i, 2048 + (i % 7) * 1024),
-            ));
-        }
-        for i in 0..40 {
-            base.push(dir(format!("usr/share/doc/doc{i:02}")));
-            base.push(file(
-                format!("usr/share/doc/doc{i:02}/README"),
-                format!("doc {i}\n"),
-            ));
-        }
-        base.push(file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"));
-        base.push(file("etc/hostname", "bench\n"));
-        // many small files
-        let mut site = vec![
-            dir("usr"),
-            dir("usr/local"),
-            dir("usr/local/lib"),
-            dir("usr/local/lib/python3"),
-        ];
-        for i in 0..files {
-            if i % 100 == 0 {
-                site.push(dir(format!("usr/local/lib/python3/m{:03}", i / 100)));
-            }
-            site.push(file(
-                format!("usr/local/lib/python3/m{:03}/f{i}.py", i / 100),
-                synthetic_bytes(i + 7, 300 + (i % 13) * 97),
-            ));
-        }
-        // modifications: changes, whiteouts, an opaque dir, new files
-        let mut m = vec![
-            dir("etc"),
-            file(
-                "etc/passwd",
-                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n",
-            ),
-        ];
-        m.push(dir("usr"));
-        m.push(dir("usr/share"));
-        m.push(dir("usr/share/doc"));
-        for i in (0..40).step_by(2) {
-            m.push(whiteout(&format!("usr/share/doc/doc{i:02}")));
-        }
-        m.push(dir("usr/lib"));
-        m.push(dir("usr/lib/pkg000"));
-        m.push(opaque("usr/lib/pkg000"));
-        m.push(file("usr/lib/pkg000/replaced.so", "new"));
-        m.push(dir("srv"));
-        for i in 0..200 {
-            if i % 20 == 0 {
-                m.push(dir(format!("srv/m{:02}", i / 20)));
-            }
-            m.push(file(
-                format!("srv/m{:02}/f{i}.txt", i / 20),
-                synthetic_bytes(i + 99, 512),
-            ));
-        }
-        m.push(file("srv/data.bin", synthetic_bytes(1, 4 << 20)));
         let main = vec![
-            write("base", &base)?,
-            write("sitepkgs", &site)?,
-            write("mod", &m)?,
+            write("base", &synthetic_base(files / 4))?,
+            write("sitepkgs", &synthetic_site(files))?,
+            write("mod", &synthetic_mod())?,
         ];
         let mut deep = Vec::new();
         for i in 1..=64 {
@@ -175,6 +100,93 @@ impl Workload {
             deep,
         })
     }
+}
+
+/// The base layer: a small root file system with `libs` shared objects.
+fn synthetic_base(libs: usize) -> Vec<E> {
+    let mut base = vec![
+        dir("etc"),
+        dir("usr"),
+        dir("usr/bin"),
+        dir("usr/lib"),
+        dir("usr/share"),
+        dir("usr/share/doc"),
+        dir("var"),
+        dir("var/lib"),
+        symlink("bin", "usr/bin"),
+    ];
+    for i in 0..libs {
+        if i % 50 == 0 {
+            base.push(dir(format!("usr/lib/pkg{:03}", i / 50)));
+        }
+        base.push(file(
+            format!("usr/lib/pkg{:03}/lib{i}.so", i / 50),
+            synthetic_bytes(i, 2048 + (i % 7) * 1024),
+        ));
+    }
+    for i in 0..40 {
+        base.push(dir(format!("usr/share/doc/doc{i:02}")));
+        base.push(file(
+            format!("usr/share/doc/doc{i:02}/README"),
+            format!("doc {i}\n"),
+        ));
+    }
+    base.push(file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"));
+    base.push(file("etc/hostname", "bench\n"));
+    base
+}
+
+/// The many-small-files layer (a site-packages stand-in).
+fn synthetic_site(files: usize) -> Vec<E> {
+    let mut site = vec![
+        dir("usr"),
+        dir("usr/local"),
+        dir("usr/local/lib"),
+        dir("usr/local/lib/python3"),
+    ];
+    for i in 0..files {
+        if i % 100 == 0 {
+            site.push(dir(format!("usr/local/lib/python3/m{:03}", i / 100)));
+        }
+        site.push(file(
+            format!("usr/local/lib/python3/m{:03}/f{i}.py", i / 100),
+            synthetic_bytes(i + 7, 300 + (i % 13) * 97),
+        ));
+    }
+    site
+}
+
+/// Modifications: changes, whiteouts, an opaque dir, new files.
+fn synthetic_mod() -> Vec<E> {
+    let mut m = vec![
+        dir("etc"),
+        file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n",
+        ),
+        dir("usr"),
+        dir("usr/share"),
+        dir("usr/share/doc"),
+    ];
+    for i in (0..40).step_by(2) {
+        m.push(whiteout(&format!("usr/share/doc/doc{i:02}")));
+    }
+    m.push(dir("usr/lib"));
+    m.push(dir("usr/lib/pkg000"));
+    m.push(opaque("usr/lib/pkg000"));
+    m.push(file("usr/lib/pkg000/replaced.so", "new"));
+    m.push(dir("srv"));
+    for i in 0..200 {
+        if i % 20 == 0 {
+            m.push(dir(format!("srv/m{:02}", i / 20)));
+        }
+        m.push(file(
+            format!("srv/m{:02}/f{i}.txt", i / 20),
+            synthetic_bytes(i + 99, 512),
+        ));
+    }
+    m.push(file("srv/data.bin", synthetic_bytes(1, 4 << 20)));
+    m
 }
 
 /// Deterministic, somewhat compressible bytes.

@@ -40,9 +40,9 @@ struct Args {
     /// List the cases and exit
     #[arg(long)]
     list: bool,
-    /// Output: text or json
-    #[arg(long, default_value = "text")]
-    format: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     /// Driver option key=value (repeatable)
     #[arg(long = "opt", value_name = "KEY=VALUE")]
     opts: Vec<String>,
@@ -52,6 +52,20 @@ struct Args {
     /// More log output
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--format` of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// `--format` of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -86,9 +100,9 @@ struct BenchArgs {
     /// Run in DIR instead of a fresh loop-mounted file system per backend
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
     /// Runs of each operation (median, min and max are reported)
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -129,7 +143,7 @@ fn bench(a: BenchArgs) -> Result<i32> {
     if let Some(p) = &a.json_out {
         std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
     }
-    if a.format == "json" {
+    if a.format == BenchFormat::Json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("workload: {} ({} runs each)", workload.description, a.runs);
@@ -144,14 +158,15 @@ fn bench(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn default_backing(driver: &str) -> Backing {
-    match driver {
-        "btrfs" => Backing::Loop {
-            fstype: "btrfs".into(),
+/// The scratch file system the driver asks for.
+fn default_backing(fs: Option<&str>) -> Backing {
+    match fs {
+        Some("tmpfs") => Backing::Tmpfs,
+        Some(fstype) => Backing::Loop {
+            fstype: fstype.into(),
             size_mb: 16384,
         },
-        "overlay2" => Backing::Tmpfs,
-        _ => Backing::TempDir,
+        None => Backing::TempDir,
     }
 }
 
@@ -169,7 +184,7 @@ fn main() {
 
 fn run(args: Args) -> Result<i32> {
     match args.cmd {
-        Some(Cmd::Bench(b)) => return bench(b),
+        Some(Cmd::Bench(b)) => bench(b),
         Some(Cmd::BenchOp {
             driver,
             root,
@@ -177,24 +192,36 @@ fn run(args: Args) -> Result<i32> {
             args,
         }) => {
             strata_cli::bench::op::run(&driver, &root, &opts, &args)?;
-            return Ok(0);
+            Ok(0)
         }
-        None => {}
+        None if args.list_drivers => {
+            for n in strata::registry().names() {
+                println!("{n}");
+            }
+            Ok(0)
+        }
+        None => certify(Args { cmd: None, ..args }),
     }
-    let args = Args { cmd: None, ..args };
+}
+
+/// The counts of one run of the suite.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    results: Vec<serde_json::Value>,
+}
+
+/// Run the conformance suite over `args.driver`.
+fn certify(args: Args) -> Result<i32> {
     let registry = strata::registry();
-    if args.list_drivers {
-        for n in registry.names() {
-            println!("{n}");
-        }
-        return Ok(0);
-    }
-    registry.factory(&args.driver)?;
+    let factory = registry.factory(&args.driver)?;
     let opts = DriverOptions::parse(&args.opts)?;
     let backing = match (&args.root, &args.backing) {
         (Some(_), _) => Backing::TempDir,
         (None, Some(b)) => Backing::parse(b)?,
-        (None, None) => default_backing(&args.driver),
+        (None, None) => default_backing(factory.scratch_fs()),
     };
     let name = args.driver.clone();
     let h = Arc::new(ScratchHarness::new(
@@ -215,33 +242,19 @@ fn run(args: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    let json = args.format == "json";
-    let needs_root = args.driver != "vfs";
-    if needs_root && !strata_core::fsx::is_root() {
-        if strata_conformance::under_ci() {
-            bail!(
-                "driver {} needs root (mounts), and CI=true forbids skipping it",
-                args.driver
-            );
-        }
-        println!(
-            "driver-test: skipped: driver {} needs root (mounts); run as root",
-            args.driver
-        );
-        return Ok(0);
+    if factory.needs_root() && !strata_core::fsx::is_root() {
+        return skip_unprivileged(&args.driver);
     }
     let scratch = h.prepare()?;
-    registry.factory(&args.driver)?.supported(&scratch)?;
+    factory.supported(&scratch)?;
+    let json = args.format == Format::Json;
     if !json {
-        println!(
-            "driver-test: {} cases over driver {} on {}",
-            selected.len(),
-            args.driver,
-            match &args.root {
-                Some(r) => r.display().to_string(),
-                None => backing.describe(),
-            }
-        );
+        let on = match &args.root {
+            Some(r) => r.display().to_string(),
+            None => backing.describe(),
+        };
+        let n = selected.len();
+        println!("driver-test: {n} cases over driver {} on {on}", args.driver);
     }
     let caps = {
         let r = h.new_root()?;
@@ -249,18 +262,39 @@ fn run(args: Args) -> Result<i32> {
         strata_conformance::fixture::teardown_dir(&r)?;
         c?
     };
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    let mut results = Vec::new();
     let start = Instant::now();
-    for c in &selected {
-        let (outcome, took) = match c.unmet(&caps, true) {
+    let tally = run_all(&h, &selected, &caps, json);
+    report(&args.driver, &caps, &tally, start.elapsed(), json)?;
+    drop(h);
+    Ok(if tally.failed > 0 { 1 } else { 0 })
+}
+
+/// A privileged driver run by another user: skip, saying why (an error
+/// under CI, which must run everything).
+fn skip_unprivileged(driver: &str) -> Result<i32> {
+    if strata_conformance::under_ci() {
+        bail!("driver {driver} needs root (mounts), and CI=true forbids skipping it");
+    }
+    println!("driver-test: skipped: driver {driver} needs root (mounts); run as root");
+    Ok(0)
+}
+
+fn run_all(
+    h: &Arc<ScratchHarness>,
+    selected: &[strata_conformance::Case],
+    caps: &strata_core::Capabilities,
+    json: bool,
+) -> Tally {
+    let mut t = Tally::default();
+    for c in selected {
+        let (outcome, took) = match c.unmet(caps, true) {
             Some(why) => (Outcome::Skipped(why), std::time::Duration::ZERO),
             None => run_case(h.clone(), c),
         };
         match &outcome {
-            Outcome::Ok => passed += 1,
-            Outcome::Failed(_) => failed += 1,
-            Outcome::Skipped(_) => skipped += 1,
+            Outcome::Ok => t.passed += 1,
+            Outcome::Failed(_) => t.failed += 1,
+            Outcome::Skipped(_) => t.skipped += 1,
         }
         if !json {
             match &outcome {
@@ -271,29 +305,38 @@ fn run(args: Args) -> Result<i32> {
                 Outcome::Skipped(r) => println!("{} ... skipped: {r}", c.name),
             }
         }
-        results.push(serde_json::json!({
+        t.results.push(serde_json::json!({
             "name": c.name,
             "outcome": outcome,
             "seconds": took.as_secs_f64(),
         }));
     }
+    t
+}
+
+fn report(
+    driver: &str,
+    caps: &strata_core::Capabilities,
+    t: &Tally,
+    took: std::time::Duration,
+    json: bool,
+) -> Result<()> {
     if json {
         let v = serde_json::json!({
-            "driver": args.driver,
+            "driver": driver,
             "capabilities": caps,
-            "cases": results,
-            "passed": passed,
-            "failed": failed,
-            "skipped": skipped,
-            "seconds": start.elapsed().as_secs_f64(),
+            "cases": t.results,
+            "passed": t.passed,
+            "failed": t.failed,
+            "skipped": t.skipped,
+            "seconds": took.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        if skipped > 0 {
-            println!("{skipped} skipped (see the reasons above)");
+        if t.skipped > 0 {
+            println!("{} skipped (see the reasons above)", t.skipped);
         }
-        println!("{passed} passed, {failed} failed");
+        println!("{} passed, {} failed", t.passed, t.failed);
     }
-    drop(h);
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(())
 }

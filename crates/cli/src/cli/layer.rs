@@ -2,11 +2,11 @@
 //! rely on. Output formats here are fixed; see the README.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use strata_core::{CreateOpts, DiffBase, LayerId};
+use strata_core::{CreateOpts, DiffBase, Driver, LayerId};
 
 use super::output::Output;
 use super::table::human_size;
@@ -99,47 +99,15 @@ fn lid(s: &str) -> Result<LayerId> {
 
 pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
     let d = cli.open_driver()?;
+    let d = d.as_ref();
     match cmd {
         LayerCmd::Create {
             id,
             parent,
             rw,
             opts,
-        } => {
-            let id = lid(id)?;
-            let parent = parent.as_deref().map(lid).transpose()?;
-            let mut o = CreateOpts::default();
-            for kv in opts {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("option {kv:?}: expected key=value"))?;
-                o.storage_opts.insert(k.to_string(), v.to_string());
-            }
-            if *rw {
-                d.create_rw(&id, parent.as_ref(), &o)?;
-            } else {
-                d.create(&id, parent.as_ref(), &o)?;
-            }
-        }
-        LayerCmd::Apply { id, parent, file } => {
-            let id = lid(id)?;
-            let parent = parent.as_deref().map(lid).transpose()?;
-            let stats = if file.as_os_str() == "-" {
-                let mut stdin = std::io::stdin();
-                d.apply_diff(&id, parent.as_ref(), &mut stdin)?
-            } else {
-                let mut f = std::fs::File::open(file)
-                    .with_context(|| format!("opening {}", file.display()))?;
-                d.apply_diff(&id, parent.as_ref(), &mut f)?
-            };
-            let out = serde_json::json!({
-                "id": id.as_str(),
-                "parent": parent.as_ref().map(|p| p.as_str()),
-                "diff_id": stats.diff_id,
-                "size": stats.size,
-            });
-            println!("{out}");
-        }
+        } => create(d, id, parent.as_deref(), *rw, opts)?,
+        LayerCmd::Apply { id, parent, file } => apply(d, id, parent.as_deref(), file)?,
         LayerCmd::Diff { id, output, base } => {
             let id = lid(id)?;
             let base_id = base.as_deref().map(lid).transpose()?;
@@ -164,51 +132,8 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
             println!("{}", d.mount(&lid(id)?)?.display());
         }
         LayerCmd::Unmount { id } => d.unmount(&lid(id)?)?,
-        LayerCmd::Rm { id, force } => rm(cli, d.as_ref(), id, *force)?,
-        LayerCmd::Ls { format } => {
-            let mut rows = Vec::new();
-            for l in d.layers()? {
-                let size = d.diff_size(&l.id, DiffBase::Parent)?;
-                rows.push((l, size));
-            }
-            if *format == TableOrJson::Json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|(l, size)| {
-                        serde_json::json!({
-                            "id": l.id.as_str(),
-                            "parent": l.parent.as_ref().map(|p| p.as_str()),
-                            "rw": l.rw,
-                            "created": l.created,
-                            "size": size,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                let w = rows
-                    .iter()
-                    .map(|(l, _)| l.id.as_str().len())
-                    .max()
-                    .unwrap_or(2)
-                    .max(2);
-                let pw = rows
-                    .iter()
-                    .map(|(l, _)| l.parent.as_ref().map(|p| p.as_str().len()).unwrap_or(0))
-                    .max()
-                    .unwrap_or(6)
-                    .max(6);
-                println!("{:<w$}   {:<pw$}   SIZE", "ID", "PARENT");
-                for (l, size) in rows {
-                    println!(
-                        "{:<w$}   {:<pw$}   {}",
-                        l.id.as_str(),
-                        l.parent.as_ref().map(|p| p.as_str()).unwrap_or(""),
-                        human_size(size)
-                    );
-                }
-            }
-        }
+        LayerCmd::Rm { id, force } => rm(cli, d, id, *force)?,
+        LayerCmd::Ls { format } => ls(d, *format)?,
         LayerCmd::Inspect { id } => {
             let m: serde_json::Map<String, serde_json::Value> = d
                 .metadata(&lid(id)?)?
@@ -221,8 +146,100 @@ pub fn run(cli: &Cli, cmd: &LayerCmd) -> Result<()> {
     Ok(())
 }
 
+/// `layer create`.
+fn create(d: &dyn Driver, id: &str, parent: Option<&str>, rw: bool, opts: &[String]) -> Result<()> {
+    let id = lid(id)?;
+    let parent = parent.map(lid).transpose()?;
+    let mut o = CreateOpts::default();
+    for kv in opts {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("option {kv:?}: expected key=value"))?;
+        o.storage_opts.insert(k.to_string(), v.to_string());
+    }
+    if rw {
+        d.create_rw(&id, parent.as_ref(), &o)?;
+    } else {
+        d.create(&id, parent.as_ref(), &o)?;
+    }
+    Ok(())
+}
+
+/// `layer apply`: one JSON line with the layer's digest and size.
+fn apply(d: &dyn Driver, id: &str, parent: Option<&str>, file: &Path) -> Result<()> {
+    let id = lid(id)?;
+    let parent = parent.map(lid).transpose()?;
+    let stats = if file.as_os_str() == "-" {
+        let mut stdin = std::io::stdin();
+        d.apply_diff(&id, parent.as_ref(), &mut stdin)?
+    } else {
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        d.apply_diff(&id, parent.as_ref(), &mut f)?
+    };
+    let out = serde_json::json!({
+        "id": id.as_str(),
+        "parent": parent.as_ref().map(|p| p.as_str()),
+        "diff_id": stats.diff_id,
+        "size": stats.size,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn parent_name(l: &strata_core::LayerInfo) -> &str {
+    l.parent.as_ref().map(|p| p.as_str()).unwrap_or("")
+}
+
+/// `layer ls`: ID, PARENT, SIZE.
+fn ls(d: &dyn Driver, format: TableOrJson) -> Result<()> {
+    let mut rows = Vec::new();
+    for l in d.layers()? {
+        let size = d.diff_size(&l.id, DiffBase::Parent)?;
+        rows.push((l, size));
+    }
+    if format == TableOrJson::Json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(l, size)| {
+                serde_json::json!({
+                    "id": l.id.as_str(),
+                    "parent": l.parent.as_ref().map(|p| p.as_str()),
+                    "rw": l.rw,
+                    "created": l.created,
+                    "size": size,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let w = rows
+        .iter()
+        .map(|(l, _)| l.id.as_str().len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let pw = rows
+        .iter()
+        .map(|(l, _)| parent_name(l).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!("{:<w$}   {:<pw$}   SIZE", "ID", "PARENT");
+    for (l, size) in &rows {
+        println!(
+            "{:<w$}   {:<pw$}   {}",
+            l.id.as_str(),
+            parent_name(l),
+            human_size(*size)
+        );
+    }
+    Ok(())
+}
+
 /// `layer rm`: the store's layers are refused unless forced.
-fn rm(cli: &Cli, d: &dyn strata_core::Driver, id: &str, force: bool) -> Result<()> {
+fn rm(cli: &Cli, d: &dyn Driver, id: &str, force: bool) -> Result<()> {
     let id = lid(id)?;
     d.layer(&id)?;
     let store = strata_store::Store::open(&cli.root(), cli.open_driver()?)?;

@@ -10,6 +10,10 @@
 //! names the image, container, layer, path or reference), 2 on a usage
 //! error. Arguments are checked before the root is touched.
 
+// Argument docs here are clap's help text, written for users
+// (`NAME[:TAG]`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 pub mod container;
 pub mod filter;
 pub mod format;
@@ -27,10 +31,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Container image layer storage, with the commands Docker users know.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about, propagate_version = true)]
+#[command(name = "strata", version, propagate_version = true)]
 pub struct Cli {
-    /// Root directory of the store [env: STRATA_ROOT; default /var/lib/strata,
-    /// or $XDG_DATA_HOME/strata when not root]
+    /// Root directory of the store (default /var/lib/strata, or
+    /// $XDG_DATA_HOME/strata when not root)
     #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 

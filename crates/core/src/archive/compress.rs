@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 /// Compression of a layer blob, detected by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Plain tar.
     None,
+    /// gzip (RFC 1952).
     Gzip,
+    /// zstd (RFC 8878), skippable frames allowed.
     Zstd,
 }
 
@@ -39,6 +42,7 @@ impl Compression {
         })
     }
 
+    /// Its name, as messages print it.
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",

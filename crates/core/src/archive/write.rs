@@ -61,6 +61,7 @@ fn base_head<'a>(path: &'a [u8], st: &Stat, xattrs: &'a [(Vec<u8>, Vec<u8>)]) ->
 }
 
 impl<W: Write> DiffWriter<W> {
+    /// A layer-tar writer into `w`.
     pub fn new(w: W) -> Self {
         DiffWriter {
             tar: TarWriter::new(w),
@@ -69,6 +70,7 @@ impl<W: Write> DiffWriter<W> {
         }
     }
 
+    /// Entries written so far.
     pub fn entries(&self) -> u64 {
         self.tar.entries
     }

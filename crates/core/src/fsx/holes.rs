@@ -9,7 +9,9 @@ use rustix::io::Errno;
 /// One data segment of a file with holes: `len` bytes at `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
+    /// Where the data starts.
     pub offset: u64,
+    /// How many bytes of data.
     pub len: u64,
 }
 

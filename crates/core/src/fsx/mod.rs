@@ -69,6 +69,7 @@ pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// `fstatat` without following a final symlink.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
@@ -82,6 +83,7 @@ pub fn try_stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Stat>>
     }
 }
 
+/// The file type of a stat result.
 pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
@@ -101,8 +103,11 @@ pub fn cstr(name: &[u8]) -> io::Result<CString> {
 /// `Unknown` on some file systems; callers stat when they need to).
 #[derive(Debug, Clone)]
 pub struct DirEntry {
+    /// The entry's name.
     pub name: CString,
+    /// Its type, as `getdents` reports it.
     pub file_type: FileType,
+    /// Its inode number.
     pub ino: u64,
 }
 
@@ -217,6 +222,7 @@ pub fn set_times_at(
     Ok(rfs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
+/// Set a file's access and modification times.
 pub fn set_times_fd(fd: BorrowedFd<'_>, atime: Timespec, mtime: Timespec) -> io::Result<()> {
     let ts = Timestamps {
         last_access: atime,
@@ -225,6 +231,7 @@ pub fn set_times_fd(fd: BorrowedFd<'_>, atime: Timespec, mtime: Timespec) -> io:
     Ok(rfs::futimens(fd, &ts)?)
 }
 
+/// `fchownat` without following a final symlink.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     Ok(rfs::chownat(
         dir,
@@ -235,6 +242,7 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Res
     )?)
 }
 
+/// `fchown` of an open file.
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     Ok(rfs::fchown(
         fd,
@@ -243,6 +251,7 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     )?)
 }
 
+/// The modification time of a stat result.
 pub fn mtime_of(st: &Stat) -> Timespec {
     Timespec {
         tv_sec: st.st_mtime,
@@ -250,6 +259,7 @@ pub fn mtime_of(st: &Stat) -> Timespec {
     }
 }
 
+/// The access time of a stat result.
 pub fn atime_of(st: &Stat) -> Timespec {
     Timespec {
         tv_sec: st.st_atime,

@@ -23,7 +23,9 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> PathBuf {
 /// directories) or a directory fd plus name (anything else).
 #[derive(Debug, Clone, Copy)]
 pub enum XattrTarget<'a> {
+    /// An open file.
     Fd(BorrowedFd<'a>),
+    /// A name in an open directory (symlinks are not followed).
     At(BorrowedFd<'a>, &'a [u8]),
 }
 
@@ -91,6 +93,7 @@ pub fn xattr_get(t: XattrTarget<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>>
     }
 }
 
+/// Set one extended attribute.
 pub fn xattr_set(t: XattrTarget<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
     let cname = cstr(name)?;
     match t {
@@ -105,6 +108,7 @@ pub fn xattr_set(t: XattrTarget<'_>, name: &[u8], value: &[u8]) -> io::Result<()
     Ok(())
 }
 
+/// Remove one extended attribute (`Ok` when it was not there).
 pub fn xattr_remove(t: XattrTarget<'_>, name: &[u8]) -> io::Result<()> {
     let cname = cstr(name)?;
     let r = match t {

@@ -173,6 +173,7 @@ pub struct WalkReq<'a> {
     pub chain: &'a [LayerMeta],
     /// The base's chain; `None`: an empty tree.
     pub base: Option<&'a [LayerMeta]>,
+    /// What the walk is for.
     pub purpose: WalkPurpose,
 }
 
@@ -214,10 +215,12 @@ impl<B: Backend> Layered<B> {
         Ok(d)
     }
 
+    /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
     }
 
+    /// The driver's bookkeeping.
     pub fn state(&self) -> &DriverState {
         &self.state
     }

@@ -40,6 +40,7 @@ impl View {
         })
     }
 
+    /// The view's directory.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -60,6 +61,7 @@ impl TempMount {
         Ok(TempMount { held })
     }
 
+    /// Where the view is.
     pub fn path(&self) -> &Path {
         &self.held.path
     }

@@ -80,6 +80,7 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// `a/b`, or `b` when `a` is empty.
 pub fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     if a.is_empty() {
         return b.to_vec();
@@ -205,16 +206,20 @@ impl ResolveHook for () {
 /// lower view (the parent's merged tree, for overlay layers).
 #[derive(Debug)]
 pub struct Resolver<'a> {
+    /// The layer directory.
     pub root: BorrowedFd<'a>,
+    /// Its path (for messages).
     pub root_path: &'a std::path::Path,
     /// The parent's merged view (overlay layers only).
     pub lower: Option<BorrowedFd<'a>>,
     /// Overlay on-disk forms in the upper: 0/0 whiteouts and opaque xattrs.
     pub overlay: Option<OverlayXattr>,
+    /// Resolve with `openat2(RESOLVE_IN_ROOT)` where the kernel has it.
     pub use_openat2: bool,
 }
 
 impl<'a> Resolver<'a> {
+    /// A resolver of paths in `root`, with no lower view.
     pub fn new(root: BorrowedFd<'a>, root_path: &'a std::path::Path) -> Self {
         Resolver {
             root,
@@ -401,6 +406,7 @@ pub fn component(name: &[u8]) -> Result<std::ffi::CString> {
     })
 }
 
+/// The `CStr` of a `CString`.
 pub fn cstr_ref(c: &std::ffi::CString) -> &CStr {
     c.as_c_str()
 }

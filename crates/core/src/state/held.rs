@@ -41,6 +41,7 @@ pub fn lock(path: &Path) -> Result<Lock> {
 /// process leaves the path alone.
 #[derive(Debug)]
 pub struct Held {
+    /// The held path.
     pub path: PathBuf,
     lock: PathBuf,
     _f: File,

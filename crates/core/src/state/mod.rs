@@ -42,8 +42,11 @@ pub const APPLIED: &str = "applied";
 /// Metadata of one layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerMeta {
+    /// The layer.
     pub id: LayerId,
+    /// The layer it sits on.
     pub parent: Option<LayerId>,
+    /// A read-write (container) layer.
     pub rw: bool,
     /// Seconds since the epoch.
     pub created: i64,
@@ -53,6 +56,7 @@ pub struct LayerMeta {
 }
 
 impl LayerMeta {
+    /// A new layer's metadata.
     pub fn new(id: &LayerId, parent: Option<&LayerId>, rw: bool) -> Self {
         LayerMeta {
             id: id.clone(),
@@ -86,8 +90,11 @@ pub fn now() -> i64 {
 /// Shared state of one driver home.
 #[derive(Debug)]
 pub struct DriverState {
+    /// The driver's name.
     pub name: &'static str,
+    /// The driver's home under the root.
     pub home: PathBuf,
+    /// Where the layers' directories are.
     pub layers: PathBuf,
     reserved: &'static [&'static str],
 }
@@ -144,6 +151,7 @@ impl DriverState {
         held::lock(&self.home.join(".lock"))
     }
 
+    /// The directory of layer `id`.
     pub fn layer_path(&self, id: &LayerId) -> PathBuf {
         self.layers.join(id.as_str())
     }
@@ -152,10 +160,12 @@ impl DriverState {
         self.home.join(".meta").join(format!("{id}.json"))
     }
 
+    /// Whether layer `id` has metadata.
     pub fn exists(&self, id: &LayerId) -> bool {
         self.layer_path(id).symlink_metadata().is_ok() && self.meta_path(id).exists()
     }
 
+    /// Layer `id`'s metadata; `NotFound` when there is none.
     pub fn meta(&self, id: &LayerId) -> Result<LayerMeta> {
         if self.layer_path(id).symlink_metadata().is_err() {
             return Err(Error::not_found(format!("layer {id}")));
@@ -174,6 +184,7 @@ impl DriverState {
         })
     }
 
+    /// Write a layer's metadata atomically.
     pub fn write_meta(&self, m: &LayerMeta) -> Result<()> {
         let p = self.meta_path(&m.id);
         let data = serde_json::to_vec_pretty(m).map_err(|e| Error::Corrupt {
@@ -183,6 +194,7 @@ impl DriverState {
         fsx::write_atomic(&p, &data).ctx("write metadata", &p)
     }
 
+    /// Remove a layer's metadata.
     pub fn remove_meta(&self, id: &LayerId) -> Result<()> {
         let p = self.meta_path(id);
         match std::fs::remove_file(&p) {
@@ -213,6 +225,7 @@ impl DriverState {
         Ok(out)
     }
 
+    /// The layers whose parent is `id`.
     pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
         Ok(self
             .list()?
@@ -436,6 +449,7 @@ impl DriverState {
         )
     }
 
+    /// A fresh trash path for layer `id`, held until dropped.
     pub fn new_trash(&self, id: &LayerId) -> Result<Held> {
         hold(
             self.home
@@ -457,6 +471,7 @@ impl DriverState {
             .unwrap_or(0)
     }
 
+    /// Record layer `id`'s mount count.
     pub fn set_mount_count(&self, id: &LayerId, n: u32) -> Result<()> {
         let p = self.count_path(id);
         if n == 0 {

@@ -17,14 +17,20 @@ use crate::id::LayerId;
 /// What [`DriverState::recover`] cleaned.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// Staging directories of dead operations removed.
     pub staging: usize,
+    /// Trash directories emptied.
     pub trash: usize,
+    /// Metadata without a layer directory removed.
     pub orphan_meta: usize,
+    /// Layer directories without metadata removed.
     pub orphan_layers: usize,
+    /// Mount counts reset because nothing was mounted.
     pub stale_mounts: usize,
 }
 
 impl Recovery {
+    /// Whether recovery found nothing to do.
     pub fn is_empty(&self) -> bool {
         *self == Recovery::default()
     }

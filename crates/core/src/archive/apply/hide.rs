@@ -17,84 +17,87 @@ use crate::whiteout::{self, OverlayXattr, WhiteoutFormat};
 impl Applier<'_> {
     pub(super) fn whiteout(&mut self, dir: &[u8], name: &[u8]) -> Result<()> {
         self.invalidate();
-        let cname = resolve::component(name)?;
         match self.format {
-            WhiteoutFormat::Delete => {
-                let parent = {
-                    let (res, mut hook) = self.hook();
-                    res.dir(dir, Missing::Stop, &mut hook)?
-                };
-                let Some(parent) = parent else {
-                    return Ok(()); // nothing below to delete
-                };
-                let rpath = join(&parent.path, name);
-                if self.created.contains(&rpath) || self.created.holds(&rpath) {
-                    // entries of this layer are never hidden by its whiteouts;
-                    // a directory of (or holding entries of) this layer loses
-                    // what lower layers had
-                    if let Some(st) = fsx::try_stat_at(parent.fd.as_fd(), &cname)
-                        .map_err(|e| sys("stat", &rpath, e))?
-                        && fsx::file_type(&st) == FileType::Directory
-                    {
-                        let fd = fsx::open_dir_at(parent.fd.as_fd(), &cname)
-                            .map_err(|e| sys("open", &rpath, e))?;
-                        self.prune_not_created(fd, &rpath)?;
-                    }
-                    return Ok(());
-                }
-                fsx::remove_all_at(parent.fd.as_fd(), &cname).map_err(|e| sys("remove", &rpath, e))
-            }
-            WhiteoutFormat::Overlay(x) => {
-                // A whiteout is made only where the lower view has something
-                // to hide: overlayfs reads a directory with no lower (or an
-                // opaque one) straight from the upper, so a whiteout there
-                // would be listed yet fail to stat. Elsewhere it is a no-op,
-                // as with the delete format.
-                let found = {
-                    let (res, mut hook) = self.hook();
-                    res.dir_seeing_lower(dir, Missing::CreateIfLower, &mut hook)?
-                };
-                let Some((parent, lower_visible)) = found else {
-                    return Ok(());
-                };
-                let pfd = parent.fd.as_fd();
-                let rpath = join(&parent.path, name);
-                let existing = fsx::try_stat_at(pfd, &cname).map_err(|e| sys("stat", &rpath, e))?;
-                if let Some(st) = &existing {
-                    if self.created.contains(&rpath) || self.created.holds(&rpath) {
-                        // this layer's own: only what the lower has there goes
-                        if fsx::file_type(st) == FileType::Directory
-                            && lower_visible
-                            && matches!(
-                                self.res.lower_stat(&rpath)?,
-                                Some((_, FileType::Directory))
-                            )
-                        {
-                            let fd = fsx::open_dir_at(pfd, &cname)
-                                .map_err(|e| sys("open", &rpath, e))?;
-                            self.make_opaque(fd, &rpath, x)?;
-                        }
-                        return Ok(());
-                    }
-                    if fsx::is_whiteout(st) {
-                        return Ok(());
-                    }
-                    fsx::remove_all_at(pfd, &cname).map_err(|e| sys("remove", &rpath, e))?;
-                }
-                if !lower_visible || self.res.lower_stat(&rpath)?.is_none() {
-                    return Ok(());
-                }
-                rfs::mknodat(
-                    pfd,
-                    cname.as_c_str(),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    0,
-                )
-                .map_err(|e| sys("mknod whiteout", &rpath, e))?;
-                Ok(())
-            }
+            WhiteoutFormat::Delete => self.whiteout_delete(dir, name),
+            WhiteoutFormat::Overlay(x) => self.whiteout_overlay(dir, name, x),
         }
+    }
+
+    /// A whiteout in the delete form: what lower layers had goes.
+    fn whiteout_delete(&mut self, dir: &[u8], name: &[u8]) -> Result<()> {
+        let cname = resolve::component(name)?;
+        let parent = {
+            let (res, mut hook) = self.hook();
+            res.dir(dir, Missing::Stop, &mut hook)?
+        };
+        let Some(parent) = parent else {
+            return Ok(()); // nothing below to delete
+        };
+        let rpath = join(&parent.path, name);
+        if self.created.contains(&rpath) || self.created.holds(&rpath) {
+            // entries of this layer are never hidden by its whiteouts;
+            // a directory of (or holding entries of) this layer loses
+            // what lower layers had
+            if let Some(st) =
+                fsx::try_stat_at(parent.fd.as_fd(), &cname).map_err(|e| sys("stat", &rpath, e))?
+                && fsx::file_type(&st) == FileType::Directory
+            {
+                let fd = fsx::open_dir_at(parent.fd.as_fd(), &cname)
+                    .map_err(|e| sys("open", &rpath, e))?;
+                self.prune_not_created(fd, &rpath)?;
+            }
+            return Ok(());
+        }
+        fsx::remove_all_at(parent.fd.as_fd(), &cname).map_err(|e| sys("remove", &rpath, e))
+    }
+
+    /// A whiteout in overlayfs's form.
+    fn whiteout_overlay(&mut self, dir: &[u8], name: &[u8], x: OverlayXattr) -> Result<()> {
+        let cname = resolve::component(name)?;
+        // A whiteout is made only where the lower view has something
+        // to hide: overlayfs reads a directory with no lower (or an
+        // opaque one) straight from the upper, so a whiteout there
+        // would be listed yet fail to stat. Elsewhere it is a no-op,
+        // as with the delete format.
+        let found = {
+            let (res, mut hook) = self.hook();
+            res.dir_seeing_lower(dir, Missing::CreateIfLower, &mut hook)?
+        };
+        let Some((parent, lower_visible)) = found else {
+            return Ok(());
+        };
+        let pfd = parent.fd.as_fd();
+        let rpath = join(&parent.path, name);
+        let existing = fsx::try_stat_at(pfd, &cname).map_err(|e| sys("stat", &rpath, e))?;
+        if let Some(st) = &existing {
+            if self.created.contains(&rpath) || self.created.holds(&rpath) {
+                // this layer's own: only what the lower has there goes
+                if fsx::file_type(st) == FileType::Directory
+                    && lower_visible
+                    && matches!(self.res.lower_stat(&rpath)?, Some((_, FileType::Directory)))
+                {
+                    let fd = fsx::open_dir_at(pfd, &cname).map_err(|e| sys("open", &rpath, e))?;
+                    self.make_opaque(fd, &rpath, x)?;
+                }
+                return Ok(());
+            }
+            if fsx::is_whiteout(st) {
+                return Ok(());
+            }
+            fsx::remove_all_at(pfd, &cname).map_err(|e| sys("remove", &rpath, e))?;
+        }
+        if !lower_visible || self.res.lower_stat(&rpath)?.is_none() {
+            return Ok(());
+        }
+        rfs::mknodat(
+            pfd,
+            cname.as_c_str(),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .map_err(|e| sys("mknod whiteout", &rpath, e))?;
+        Ok(())
     }
 
     pub(super) fn opaque(&mut self, dir: &[u8]) -> Result<()> {

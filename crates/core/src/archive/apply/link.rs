@@ -49,28 +49,16 @@ impl Applier<'_> {
         let mut tst =
             fsx::try_stat_at(tparent.fd.as_fd(), &ctbase).map_err(|e| sys("stat", &trpath, e))?;
         let mut existing = existing.copied();
-        if overlay && tst.is_none() && lower_visible {
-            // the target lives in a lower layer: copy it up first
-            if let Some((lst, ft)) = self.res.lower_stat(&trpath)?
-                && ft != FileType::Directory
-                && let Some((lfd, lbase)) = self.res.lower_parent(&trpath)?
-            {
-                let clbase = resolve::component(&lbase)?;
-                crate::copy::copy_node(
-                    lfd.as_fd(),
-                    &clbase,
-                    &lst,
-                    tparent.fd.as_fd(),
-                    &ctbase,
-                    None,
-                )
-                .map_err(|e| sys("copy up", &trpath, e))?;
-                tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
-                    .map_err(|e| sys("stat", &trpath, e))?;
-                // the copy may have landed on the entry's own name (a link
-                // to itself)
-                existing = fsx::try_stat_at(pfd, cbase).map_err(|e| sys("stat", rpath, e))?;
-            }
+        if overlay
+            && tst.is_none()
+            && lower_visible
+            && self.copy_up(tparent.fd.as_fd(), &ctbase, &trpath)?
+        {
+            tst = fsx::try_stat_at(tparent.fd.as_fd(), &ctbase)
+                .map_err(|e| sys("stat", &trpath, e))?;
+            // the copy may have landed on the entry's own name (a link to
+            // itself)
+            existing = fsx::try_stat_at(pfd, cbase).map_err(|e| sys("stat", rpath, e))?;
         }
         let tst = match tst {
             Some(st) if !(overlay && fsx::is_whiteout(&st)) => st,
@@ -103,5 +91,23 @@ impl Applier<'_> {
         .map_err(|e| sys("link", rpath, e))?;
         self.created.insert(rpath.to_vec());
         Ok(())
+    }
+
+    /// A link target that lives in a lower layer is copied up into
+    /// `dir`/`base` first; `false` when there is no such lower file.
+    fn copy_up(&mut self, dir: BorrowedFd<'_>, base: &CStr, trpath: &[u8]) -> Result<bool> {
+        let Some((lst, ft)) = self.res.lower_stat(trpath)? else {
+            return Ok(false);
+        };
+        if ft == FileType::Directory {
+            return Ok(false);
+        }
+        let Some((lfd, lbase)) = self.res.lower_parent(trpath)? else {
+            return Ok(false);
+        };
+        let clbase = resolve::component(&lbase)?;
+        crate::copy::copy_node(lfd.as_fd(), &clbase, &lst, dir, base, None)
+            .map_err(|e| sys("copy up", trpath, e))?;
+        Ok(true)
     }
 }

@@ -13,7 +13,7 @@
 //! limit before anything is allocated.
 //!
 //! Rooms: [`read`] (the entry reader), [`num`] (numeric header fields),
-//! [`pax`] (PAX records), [`sparse`] (GNU and PAX sparse maps), [`write`]
+//! [`pax`] (PAX records), [`sparse`] (GNU and PAX sparse maps), [`write`](mod@write)
 //! (the writer).
 
 pub mod num;
@@ -29,6 +29,7 @@ use crate::error::Error;
 pub use read::TarReader;
 pub use write::{TarWriter, WriteHead};
 
+/// The tar block size.
 pub const BLOCK: u64 = 512;
 /// Largest PAX extended header accepted (xattrs included).
 pub const MAX_PAX: u64 = 16 << 20;
@@ -40,12 +41,19 @@ pub const MAX_SPARSE_ENTRIES: usize = 1 << 20;
 /// Type of a tar entry after extension headers were folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A hard link to an earlier entry.
     Hardlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
 }
 
@@ -55,17 +63,27 @@ pub use crate::fsx::Segment;
 /// An entry's metadata, extension headers folded in.
 #[derive(Debug, Clone)]
 pub struct EntryHead {
+    /// The entry's path, as bytes (PAX `path` applied).
     pub path: Vec<u8>,
+    /// The link target (symlinks and hardlinks).
     pub link: Vec<u8>,
+    /// What the entry is.
     pub kind: Kind,
+    /// Permission bits, with setuid/setgid/sticky.
     pub mode: u32,
+    /// Owner.
     pub uid: u64,
+    /// Group.
     pub gid: u64,
+    /// Modification time: seconds and nanoseconds.
     pub mtime: (i64, u32),
+    /// Access time, when PAX gives one.
     pub atime: Option<(i64, u32)>,
     /// The file's size (the real size for sparse files).
     pub size: u64,
+    /// Device major number.
     pub dev_major: u32,
+    /// Device minor number.
     pub dev_minor: u32,
     /// Extended attributes from PAX `SCHILY.xattr.*` / `LIBARCHIVE.xattr.*`.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,

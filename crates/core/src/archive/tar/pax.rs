@@ -154,8 +154,11 @@ fn base64_decode(v: &[u8]) -> Result<Vec<u8>> {
 /// The sparse-file records of a PAX header (formats 0.0, 0.1 and 1.0).
 #[derive(Debug, Default)]
 pub struct SparseRecords {
+    /// 1.0: `GNU.sparse.name`, the real path.
     pub name: Option<Vec<u8>>,
+    /// `GNU.sparse.realsize` / `GNU.sparse.size`.
     pub real_size: Option<u64>,
+    /// `GNU.sparse.major`: 1 for format 1.0.
     pub major: Option<u64>,
     /// 0.1: `GNU.sparse.map` as a flat list of numbers.
     pub map: Option<Vec<u64>>,
@@ -164,6 +167,7 @@ pub struct SparseRecords {
 }
 
 impl SparseRecords {
+    /// Whether any sparse record was given.
     pub fn any(&self) -> bool {
         self.major.is_some() || self.map.is_some() || !self.pairs.is_empty()
     }
@@ -172,17 +176,27 @@ impl SparseRecords {
 /// What the PAX records of one entry (globals first) set.
 #[derive(Debug, Default)]
 pub struct Fields {
+    /// `path`.
     pub path: Option<Vec<u8>>,
+    /// `linkpath`.
     pub link: Option<Vec<u8>>,
+    /// `size`.
     pub size: Option<u64>,
+    /// `uid`.
     pub uid: Option<u64>,
+    /// `gid`.
     pub gid: Option<u64>,
+    /// `mtime`.
     pub mtime: Option<(i64, u32)>,
+    /// `atime`.
     pub atime: Option<(i64, u32)>,
+    /// `SCHILY.devmajor`.
     pub dev_major: Option<u32>,
+    /// `SCHILY.devminor`.
     pub dev_minor: Option<u32>,
     /// One value per name (later records win), sorted by name.
     pub xattrs: Vec<Record>,
+    /// The `GNU.sparse.*` records.
     pub sparse: SparseRecords,
 }
 

@@ -120,6 +120,7 @@ fn dev_fields(h: &Header) -> Option<(&[u8; 8], &[u8; 8])> {
 }
 
 impl<R: Read> TarReader<R> {
+    /// A reader of the tar stream `r`.
     pub fn new(r: R) -> Self {
         TarReader {
             r,
@@ -131,6 +132,7 @@ impl<R: Read> TarReader<R> {
         }
     }
 
+    /// The underlying stream (for draining what follows the trailer).
     pub fn into_inner(self) -> R {
         self.r
     }

@@ -13,24 +13,38 @@ use super::{BLOCK, Kind, Segment};
 #[derive(Debug)]
 pub struct TarWriter<W: Write> {
     w: W,
+    /// Bytes written.
     pub bytes: u64,
+    /// Entries written.
     pub entries: u64,
 }
 
 /// What to write for one entry.
 #[derive(Debug, Clone)]
 pub struct WriteHead<'a> {
+    /// The path inside the layer.
     pub path: &'a [u8],
+    /// What the entry is.
     pub kind: Kind,
+    /// The link target (symlinks and hardlinks).
     pub link: &'a [u8],
+    /// Permission bits.
     pub mode: u32,
+    /// Owner.
     pub uid: u64,
+    /// Group.
     pub gid: u64,
+    /// Modification time: seconds and nanoseconds.
     pub mtime: (i64, u32),
+    /// The file's size (its real size when sparse).
     pub size: u64,
+    /// Device major number.
     pub dev_major: u32,
+    /// Device minor number.
     pub dev_minor: u32,
+    /// Extended attributes, written as PAX `SCHILY.xattr.*`.
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+    /// Data segments of a sparse file.
     pub sparse: Option<&'a [Segment]>,
 }
 
@@ -227,6 +241,7 @@ fn entry_type(k: Kind) -> EntryType {
 }
 
 impl<W: Write> TarWriter<W> {
+    /// A writer of a tar stream into `w`.
     pub fn new(w: W) -> Self {
         TarWriter {
             w,
@@ -278,6 +293,7 @@ impl<W: Write> TarWriter<W> {
         Ok(b.data_len - b.sparse_map.len() as u64)
     }
 
+    /// Write the current entry's data (padding comes with the next header).
     pub fn write_data(&mut self, b: &[u8]) -> io::Result<()> {
         self.put(b)
     }
@@ -295,6 +311,7 @@ impl<W: Write> TarWriter<W> {
         Ok((self.w, self.bytes))
     }
 
+    /// The underlying writer.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.w
     }
