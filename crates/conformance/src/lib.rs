@@ -15,6 +15,7 @@ pub mod cases;
 pub mod fixture;
 pub mod layer;
 pub mod listing;
+pub mod specs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

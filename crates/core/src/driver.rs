@@ -103,6 +103,45 @@ pub struct LayerInfo {
     pub mount_count: u32,
 }
 
+/// A mount that shows a layer, as data, for a caller that mounts it itself
+/// (containerd's `Mount`: `mount -t KIND -o OPTIONS SOURCE TARGET`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// The file system type: `bind` or `overlay`.
+    pub kind: String,
+    /// The source (a directory for `bind`, `overlay` for overlays).
+    pub source: String,
+    /// fstab-style options (`ro`, `rbind`, `lowerdir=...`).
+    pub options: Vec<String>,
+}
+
+impl MountSpec {
+    /// A bind mount of `dir`, read-only or read-write.
+    pub fn bind(dir: &Path, read_only: bool) -> MountSpec {
+        MountSpec {
+            kind: "bind".into(),
+            source: dir.display().to_string(),
+            options: vec!["rbind".into(), if read_only { "ro" } else { "rw" }.into()],
+        }
+    }
+
+    /// Whether the mount refuses writes.
+    pub fn read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+            || (self.kind == "overlay" && !self.options.iter().any(|o| o.starts_with("upperdir=")))
+    }
+}
+
+/// Disk used by a layer's own content (`du`: allocated blocks, each inode
+/// once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Bytes of allocated blocks.
+    pub bytes: u64,
+    /// Inodes, hardlinks counted once.
+    pub inodes: u64,
+}
+
 /// Which base to compare a layer with in `diff` / `changes` / `diff_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiffBase<'a> {
@@ -190,6 +229,17 @@ pub trait Driver: Send + Sync + fmt::Debug {
 
     /// Drop one reference; unmount when none is left.
     fn unmount(&self, id: &LayerId) -> Result<()>;
+
+    /// The mounts that show the layer's merged view, as data, for a
+    /// caller that mounts and unmounts them itself (containerd): read-write
+    /// for a read-write layer, read-only otherwise. Nothing is mounted and
+    /// nothing is counted; absolute paths only.
+    fn mount_specs(&self, id: &LayerId) -> Result<Vec<MountSpec>>;
+
+    /// Disk used by what the layer itself holds: O(changes) where the
+    /// backend keeps only the layer's own files (overlay2), else the
+    /// layer's whole tree (as containerd's native and btrfs snapshotters).
+    fn usage(&self, id: &LayerId) -> Result<Usage>;
 
     /// Drop every reference at once and unmount (a forced removal);
     /// returns how many references there were. O(1) whatever the count

@@ -33,7 +33,7 @@ pub mod whiteout;
 pub use digest::{Digest, Hashing};
 pub use driver::{
     ApplyStats, Capabilities, Change, ChangeKind, CreateOpts, DiffBase, DiffMethod, DiffStats,
-    Driver, DriverOptions, LayerInfo, Pairs, WalkPurpose,
+    Driver, DriverOptions, LayerInfo, MountSpec, Pairs, Usage, WalkPurpose,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::LayerId;

@@ -59,7 +59,7 @@ use strata_core::registry::Entry;
 use strata_core::state::{DriverState, LayerMeta, remove_plain_dir};
 use strata_core::walk::{DiffMethod, Emit};
 use strata_core::whiteout::{OverlayXattr, WhiteoutFormat};
-use strata_core::{Backend, Capabilities, DriverOptions, Layered, Pairs, Result, fsx};
+use strata_core::{Backend, Capabilities, DriverOptions, Layered, MountSpec, Pairs, Result, fsx};
 
 pub use check::supported;
 use links::{LINK_DIR, LINK_KEY};
@@ -226,6 +226,11 @@ impl Backend for Overlay2 {
 
     fn mount(&self, st: &DriverState, chain: &[LayerMeta], target: &Path) -> Result<()> {
         mount::execute(&self.plan(st, chain, target, false), self.api, &self.home)
+    }
+
+    fn mount_specs(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<Vec<MountSpec>> {
+        // the target is the caller's; plans name it, specs do not
+        Ok(vec![self.plan(st, chain, Path::new(""), false).spec()])
     }
 
     fn mounts_dir(&self, _: &DriverState) -> PathBuf {

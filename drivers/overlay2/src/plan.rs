@@ -90,6 +90,36 @@ impl MountPlan {
         v
     }
 
+    /// The plan as containerd's `Mount`: absolute paths, `lowerdir=` with
+    /// the lowers' `diff/` directories, nearest first (containerd shortens
+    /// long option strings itself, and its unpacker writes into
+    /// `upperdir`).
+    pub fn spec(&self) -> strata_core::MountSpec {
+        match self {
+            MountPlan::Bind {
+                source, read_only, ..
+            } => strata_core::MountSpec::bind(source, *read_only),
+            MountPlan::Overlay { lowers, upper, .. } => {
+                let mut options = Vec::new();
+                if let Some((u, w)) = upper {
+                    options.push(format!("workdir={}", w.display()));
+                    options.push(format!("upperdir={}", u.display()));
+                }
+                let lower: Vec<String> = lowers
+                    .iter()
+                    .map(|l| l.diff.display().to_string())
+                    .collect();
+                options.push(format!("lowerdir={}", lower.join(":")));
+                options.extend(FIXED_OPTIONS.iter().map(|(k, v)| format!("{k}={v}")));
+                strata_core::MountSpec {
+                    kind: "overlay".into(),
+                    source: "overlay".into(),
+                    options,
+                }
+            }
+        }
+    }
+
     /// The option string of mount(2), with lowers as short links; paths
     /// under `home` are made relative to it (the mount runs there).
     pub fn legacy_data(&self, home: &std::path::Path) -> String {
@@ -121,6 +151,41 @@ mod tests {
                 link: PathBuf::from(format!("/r/overlay2/l/S{i}")),
             })
             .collect()
+    }
+
+    #[test]
+    fn spec_is_containerds_mount_with_absolute_diff_dirs() {
+        let p = MountPlan::Overlay {
+            lowers: lowers(2),
+            upper: Some(("/r/u".into(), "/r/w".into())),
+            target: "/t".into(),
+        };
+        let s = p.spec();
+        assert_eq!(s.kind, "overlay");
+        assert_eq!(
+            s.options,
+            [
+                "workdir=/r/w",
+                "upperdir=/r/u",
+                "lowerdir=/r/overlay2/L0/diff:/r/overlay2/L1/diff",
+                "redirect_dir=off",
+                "metacopy=off",
+                "index=off"
+            ]
+        );
+        assert!(!s.read_only());
+        let v = MountPlan::Overlay {
+            lowers: lowers(2),
+            upper: None,
+            target: "/t".into(),
+        };
+        assert!(v.spec().read_only());
+        let b = MountPlan::Bind {
+            source: "/r/L0/diff".into(),
+            target: "/t".into(),
+            read_only: true,
+        };
+        assert_eq!(b.spec().options, ["rbind", "ro"]);
     }
 
     #[test]

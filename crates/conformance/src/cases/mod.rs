@@ -5,7 +5,8 @@
 //! their bodies; [`cases`] gathers them.
 //!
 //! Rooms: `lifecycle`, `entries`, `stacking`, `changes` (with the table of
-//! simple change rows), `commit`, `whiteouts`, `mounts`, `hostile`.
+//! simple change rows), `commit`, `specs` (mounts as data, usage), `whiteouts`, `mounts`,
+//! `hostile`.
 
 mod changes;
 mod commit;
@@ -13,6 +14,7 @@ mod entries;
 mod hostile;
 mod lifecycle;
 mod mounts;
+mod specs;
 mod stacking;
 mod whiteouts;
 
@@ -108,7 +110,6 @@ macro_rules! case {
     };
 }
 
-/// Every case, in the order they are reported.
 use case;
 
 /// Every case, in the order they are reported.
@@ -119,6 +120,7 @@ pub fn cases() -> Vec<Case> {
         stacking::cases(),
         changes::cases(),
         commit::cases(),
+        specs::cases(),
         whiteouts::cases(),
         mounts::cases(),
         hostile::cases(),

@@ -19,10 +19,12 @@ use rustix::io::Errno;
 
 mod files;
 mod holes;
+mod usage;
 mod xattr;
 
 pub use files::*;
 pub use holes::*;
+pub use usage::disk_usage;
 pub use xattr::*;
 
 /// `O_CLOEXEC | O_NOFOLLOW` and friends for opening a directory to read it.

@@ -36,7 +36,8 @@ pub use view::{MountPoint, TempMount, View};
 use crate::archive::tar::RawSink;
 use crate::changes::{self, WalkOpts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, CreateOpts, DiffBase, DiffStats, Driver, LayerInfo, Pairs,
+    ApplyStats, Capabilities, Change, CreateOpts, DiffBase, DiffStats, Driver, LayerInfo,
+    MountSpec, Pairs, Usage,
 };
 use crate::error::{Error, Result};
 use crate::id::LayerId;
@@ -126,6 +127,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Mount the merged view of `chain[0]` at `target` (an existing
     /// directory); read-write for a read-write layer.
     fn mount(&self, st: &DriverState, chain: &[LayerMeta], target: &Path) -> Result<()>;
+
+    /// The mounts that show `chain[0]` for a caller that mounts them
+    /// itself (see [`Driver::mount_specs`]). The default: a bind mount of
+    /// the layer's content directory.
+    fn mount_specs(&self, st: &DriverState, chain: &[LayerMeta]) -> Result<Vec<MountSpec>> {
+        let me = &chain[0];
+        let dir = self.content_dir(&st.layer_path(&me.id));
+        Ok(vec![MountSpec::bind(&dir, !me.rw)])
+    }
 
     /// The directory every mount point of the driver is under.
     fn mounts_dir(&self, st: &DriverState) -> PathBuf;
@@ -328,6 +338,19 @@ impl<B: Backend> Driver for Layered<B> {
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
         self.unmount_counted(id)
+    }
+
+    fn mount_specs(&self, id: &LayerId) -> Result<Vec<MountSpec>> {
+        let chain = self.state.chain(id)?;
+        self.backend.mount_specs(&self.state, &chain)
+    }
+
+    fn usage(&self, id: &LayerId) -> Result<Usage> {
+        let dir = self.backend.content_dir(&self.state.layer_path(id));
+        if !self.state.exists(id) {
+            return Err(Error::not_found(format!("layer {id}")));
+        }
+        crate::fsx::disk_usage(&dir).map_err(|e| Error::io("measure", &dir, e))
     }
 
     fn release(&self, id: &LayerId) -> Result<u32> {
