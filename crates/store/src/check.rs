@@ -6,7 +6,8 @@
 //! tar-splits and kept blobs present; every image's config and layers,
 //! which must form one chain; every container's image and read-write
 //! layer, sitting on the image's top layer; mount counts against the mount
-//! table. Driver layers no record claims (made with `strata layer`) are
+//! table; snapshots against their layers (kind, parent). Driver layers
+//! no record claims (made with `strata layer`) are
 //! noted, not counted as problems: they are outside the store.
 //!
 //! Repair never removes what something live uses: a broken image is
@@ -60,6 +61,7 @@ struct Graph {
     containers: Vec<ContainerRecord>,
     driver: HashMap<LayerId, LayerInfo>,
     intents: BTreeSet<String>,
+    snapshots: Vec<crate::snapshots::SnapshotRow>,
 }
 
 /// What the checks found.
@@ -119,12 +121,13 @@ impl Store {
     }
 
     fn load_graph(&self) -> Result<Graph> {
-        let (layers, images, containers, intents) = self.db.read("check", |tx| {
+        let (layers, images, containers, intents, snapshots) = self.db.read("check", |tx| {
             Ok((
                 records::layers(tx)?,
                 records::images(tx)?,
                 records::containers(tx)?,
                 records::intents(tx)?,
+                crate::snapshots::all_rows(tx)?,
             ))
         })?;
         Ok(Graph {
@@ -141,6 +144,7 @@ impl Store {
                 .map(|l| (l.id.clone(), l))
                 .collect(),
             intents: intents.into_iter().map(|(c, _)| c).collect(),
+            snapshots,
         })
     }
 
@@ -185,6 +189,9 @@ impl Graph {
         self.check_driver_cycles(&mut f);
         self.check_images(s, &mut f);
         self.check_containers(&mut f);
+        for p in crate::snapshots::check_rows(&self.snapshots, &self.driver) {
+            f.problem(p, None);
+        }
         self.check_outside(&mut f);
         self.check_mounts(s, &mut f)?;
         Ok(f)
@@ -418,6 +425,7 @@ impl Graph {
             .values()
             .map(|l| l.cache_id.as_str())
             .chain(self.containers.iter().map(|c| c.layer.as_str()))
+            .chain(self.snapshots.iter().map(|s| s.layer.as_str()))
             .chain(self.intents.iter().map(|s| s.as_str()))
             .collect();
         let outside: Vec<&LayerId> = self

@@ -15,8 +15,9 @@
 //! recovery to finish). So a record is never lost while the driver still
 //! has the layer, and a driver layer is never left unclaimed.
 //!
-//! Schema versions: 1 (this), migrated on open from the JSON files of
-//! earlier roots (see [`migrate_json`]).
+//! Schema versions: 2 (this: snapshots added), 1 (images, containers,
+//! layers), migrated on open from the JSON files of earlier roots (see
+//! `migrate`).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -27,7 +28,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,6 +86,18 @@ CREATE TABLE IF NOT EXISTS containers (
     removing INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT PRIMARY KEY,
+    parent TEXT,
+    kind TEXT NOT NULL,
+    layer TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    state TEXT NOT NULL,
+    origin TEXT
+);
+CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
 CREATE TABLE IF NOT EXISTS intents (
     cache_id TEXT PRIMARY KEY,
     op TEXT NOT NULL,
@@ -132,10 +145,12 @@ impl Db {
                         "schema version {v} is newer than this build's {SCHEMA_VERSION}; use a newer strata"
                     ),
                 }),
-                Some(_) => Ok(()),
-                None => tx
+                Some(v) if v == SCHEMA_VERSION => Ok(()),
+                // older versions only lack tables, which were created above
+                _ => tx
                     .execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                         [SCHEMA_VERSION.to_string()],
                     )
                     .map(|_| ())

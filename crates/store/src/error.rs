@@ -18,6 +18,9 @@ pub enum ErrorKind {
     Conflict,
     /// The input is malformed: a reference, an archive, a name.
     InvalidInput,
+    /// Refused in the current state (containerd's FailedPrecondition: a
+    /// snapshot with children, one that is not active).
+    FailedPrecondition,
     /// Content does not match the digest it is known by.
     DigestMismatch,
     /// Stored metadata does not make sense.
@@ -64,6 +67,22 @@ pub enum Error {
     /// No layer by this chain ID.
     #[error("no such layer: {0}")]
     NoSuchLayer(String),
+
+    /// No snapshot by this key.
+    #[error("snapshot {0:?} does not exist")]
+    NoSuchSnapshot(String),
+
+    /// A snapshot key is taken.
+    #[error("snapshot {0:?} already exists")]
+    SnapshotExists(String),
+
+    /// A snapshot operation refused in the snapshot's current state.
+    #[error("snapshot {key:?} {reason}")]
+    SnapshotState { key: String, reason: String },
+
+    /// A snapshot request that does not make sense.
+    #[error("invalid {what}: {reason}")]
+    BadSnapshotInput { what: String, reason: String },
 
     /// An ID prefix matches several images or containers.
     #[error("{what} ID prefix {prefix} is ambiguous ({count} match)")]
@@ -139,10 +158,13 @@ impl Error {
             Error::Driver(e) => ErrorKind::Driver(e.kind()),
             Error::Io { .. } => ErrorKind::Io,
             Error::Db { err, .. } => db_kind(err),
-            Error::NoSuchImage(_) | Error::NoSuchContainer(_) | Error::NoSuchLayer(_) => {
-                ErrorKind::NotFound
-            }
-            Error::NameInUse { .. } => ErrorKind::AlreadyExists,
+            Error::NoSuchImage(_)
+            | Error::NoSuchContainer(_)
+            | Error::NoSuchLayer(_)
+            | Error::NoSuchSnapshot(_) => ErrorKind::NotFound,
+            Error::NameInUse { .. } | Error::SnapshotExists(_) => ErrorKind::AlreadyExists,
+            Error::SnapshotState { .. } => ErrorKind::FailedPrecondition,
+            Error::BadSnapshotInput { .. } => ErrorKind::InvalidInput,
             Error::Ambiguous { .. }
             | Error::ImageInUse { .. }
             | Error::MustForce { .. }

@@ -333,6 +333,9 @@ impl Store {
             if let Some(c) = records::container_by_layer(tx, cache)? {
                 return Ok(Some(format!("container {}", c.name)));
             }
+            if let Some(s) = crate::snapshots::rows_by_layer(tx, cache)? {
+                return Ok(Some(format!("snapshot {:?}", s.info.key)));
+            }
             let Some(l) = records::layer_by_cache(tx, cache)? else {
                 return Ok(None);
             };

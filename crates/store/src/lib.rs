@@ -44,6 +44,7 @@ mod migrate;
 mod records;
 mod recovery;
 pub mod reference;
+pub mod snapshots;
 pub mod tarsplit;
 mod usage;
 

@@ -7,6 +7,7 @@
 //! - A layer or container marked `removing`: the removal is finished
 //!   (driver layer, then record).
 //! - Temporary files in `store/tmp`: removed.
+//! - Snapshots being created, committed or removed: see `snapshots`.
 
 use serde::Serialize;
 use strata_core::LayerId;
@@ -40,6 +41,7 @@ impl Store {
         }
         self.recover_intents(&mut r)?;
         self.finish_removals(&mut r)?;
+        self.recover_snapshots(&mut r)?;
         Ok(r)
     }
 

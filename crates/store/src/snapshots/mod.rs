@@ -1,0 +1,528 @@
+//! Snapshots, as containerd's snapshotters keep them: one flat key space
+//! of active (read-write), view (read-only) and committed snapshots, each
+//! a driver layer, with a parent, times and labels. The records live in the
+//! store's database beside images and containers, so that `strata check`,
+//! `df` and `layer rm` know which driver layers are snapshots.
+//!
+//! Crash safety: a row is written before its driver work and says what is
+//! under way (`state`): `creating` (the driver layer may or may not exist
+//! yet), `committing` (an active snapshot's layer is being turned into this
+//! committed one, in place), `removing` (the driver layer is being
+//! removed). Recovery finishes or undoes each on the next open, as for
+//! the store's other records (see `recovery`).
+//!
+//! Errors follow containerd's `errdefs`: a missing key is `NotFound`, a
+//! taken one `AlreadyExists`, a parent that is not committed
+//! `InvalidInput`, removing a snapshot with children or committing one that
+//! is not active `FailedPrecondition`.
+
+mod rows;
+
+use std::collections::BTreeMap;
+
+use strata_core::{CreateOpts, LayerId, MountSpec, Usage};
+
+use crate::error::{Error, Result};
+use crate::{Store, records};
+
+pub(crate) use rows::{SnapshotRow, all as all_rows, by_layer as rows_by_layer, is_snapshot_layer};
+
+/// What a snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A read-only view of its parent.
+    View,
+    /// Read-write: being written (a container's root, a layer being
+    /// unpacked).
+    Active,
+    /// Read-only and final; others may sit on it.
+    Committed,
+}
+
+impl Kind {
+    /// containerd's name (`view`, `active`, `committed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::View => "view",
+            Kind::Active => "active",
+            Kind::Committed => "committed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "view" => Kind::View,
+            "active" => Kind::Active,
+            "committed" => Kind::Committed,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a row is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Ready,
+    Creating,
+    Committing,
+    Removing,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Creating => "creating",
+            State::Committing => "committing",
+            State::Removing => "removing",
+        }
+    }
+
+    fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "ready" => State::Ready,
+            "creating" => State::Creating,
+            "committing" => State::Committing,
+            "removing" => State::Removing,
+            _ => return None,
+        })
+    }
+}
+
+/// A snapshot as containerd's `snapshots.Info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// Its key (containerd's name).
+    pub key: String,
+    /// The committed snapshot it sits on.
+    pub parent: Option<String>,
+    /// What it is.
+    pub kind: Kind,
+    /// Nanoseconds since the epoch.
+    pub created: i64,
+    /// Nanoseconds since the epoch of the last change (creation, or a
+    /// label update).
+    pub updated: i64,
+    /// Arbitrary labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Labels of a snapshot.
+pub type Labels = BTreeMap<String, String>;
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 4096 || key.contains('\0') {
+        return Err(Error::BadSnapshotInput {
+            what: format!("snapshot key {key:?}"),
+            reason: "must be 1 to 4096 bytes, without NUL".into(),
+        });
+    }
+    Ok(())
+}
+
+fn not_found(key: &str) -> Error {
+    Error::NoSuchSnapshot(key.to_string())
+}
+
+fn layer_id(row: &SnapshotRow) -> Result<LayerId> {
+    LayerId::new(row.layer.clone()).map_err(|_| Error::Corrupt {
+        what: format!("snapshot {}", row.info.key),
+        reason: format!("invalid driver layer id {:?}", row.layer),
+    })
+}
+
+impl Store {
+    /// A ready row, or `NotFound`.
+    fn ready_snapshot(&self, key: &str) -> Result<SnapshotRow> {
+        self.db
+            .read("read snapshot", |tx| rows::get(tx, key))?
+            .filter(|r| r.state == State::Ready)
+            .ok_or_else(|| not_found(key))
+    }
+
+    /// containerd's Prepare: an active snapshot `key` on the committed
+    /// snapshot `parent` (`""`: none); returns its mounts.
+    pub fn snapshot_prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<MountSpec>> {
+        self.snapshot_create(key, parent, labels, Kind::Active)
+    }
+
+    /// containerd's View: a read-only snapshot `key` of `parent`.
+    pub fn snapshot_view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<MountSpec>> {
+        self.snapshot_create(key, parent, labels, Kind::View)
+    }
+
+    fn snapshot_create(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+        kind: Kind,
+    ) -> Result<Vec<MountSpec>> {
+        check_key(key)?;
+        let _w = self.work_lock()?;
+        let now = now_ns();
+        let (row, parent_layer) = self.db.write("prepare snapshot", |tx| {
+            if rows::get(tx, key)?.is_some() {
+                return Err(Error::SnapshotExists(key.to_string()));
+            }
+            let parent_layer = match parent {
+                "" => None,
+                p => {
+                    let r = rows::get(tx, p)?
+                        .filter(|r| r.state == State::Ready)
+                        .ok_or_else(|| not_found(p))?;
+                    if r.info.kind != Kind::Committed {
+                        return Err(Error::BadSnapshotInput {
+                            what: format!("parent {p:?}"),
+                            reason: "is not a committed snapshot".into(),
+                        });
+                    }
+                    Some(layer_id(&r)?)
+                }
+            };
+            let row = SnapshotRow {
+                info: SnapshotInfo {
+                    key: key.to_string(),
+                    parent: (!parent.is_empty()).then(|| parent.to_string()),
+                    kind,
+                    created: now,
+                    updated: now,
+                    labels,
+                },
+                layer: rows::next_layer(tx)?,
+                state: State::Creating,
+                origin: None,
+            };
+            rows::insert(tx, &row)?;
+            Ok((row, parent_layer))
+        })?;
+        let id = layer_id(&row)?;
+        let o = CreateOpts::default();
+        let made = match kind {
+            Kind::Active => self.driver.create_rw(&id, parent_layer.as_ref(), &o),
+            _ => self.driver.create(&id, parent_layer.as_ref(), &o),
+        };
+        let specs = made.and_then(|()| self.driver.mount_specs(&id));
+        let done = specs.map_err(Error::from).and_then(|specs| {
+            self.db.write("record snapshot", |tx| {
+                rows::set_state(tx, key, State::Ready)
+            })?;
+            Ok(specs)
+        });
+        if done.is_err() {
+            self.undo_made_layer(&id);
+            let _ = self.db.write("drop snapshot", |tx| rows::delete(tx, key));
+        }
+        done
+    }
+
+    /// containerd's Mounts: the mounts of an active or view snapshot.
+    pub fn snapshot_mounts(&self, key: &str) -> Result<Vec<MountSpec>> {
+        let r = self.ready_snapshot(key)?;
+        if r.info.kind == Kind::Committed {
+            return Err(Error::SnapshotState {
+                key: key.to_string(),
+                reason: "is committed; only active and view snapshots have mounts".into(),
+            });
+        }
+        Ok(self.driver.mount_specs(&layer_id(&r)?)?)
+    }
+
+    /// containerd's Commit: the active snapshot `key` becomes the
+    /// committed snapshot `name`, in place (no copy); `key` is gone after.
+    pub fn snapshot_commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        check_key(name)?;
+        let _w = self.work_lock()?;
+        let now = now_ns();
+        let (from, to) = self.db.write("commit snapshot", |tx| {
+            let k = rows::get(tx, key)?
+                .filter(|r| r.state == State::Ready)
+                .ok_or_else(|| not_found(key))?;
+            if k.info.kind != Kind::Active {
+                return Err(Error::SnapshotState {
+                    key: key.to_string(),
+                    reason: format!("is not active (it is {})", k.info.kind.as_str()),
+                });
+            }
+            if rows::get(tx, name)?.is_some() {
+                return Err(Error::SnapshotExists(name.to_string()));
+            }
+            let row = SnapshotRow {
+                info: SnapshotInfo {
+                    key: name.to_string(),
+                    parent: k.info.parent.clone(),
+                    kind: Kind::Committed,
+                    created: now,
+                    updated: now,
+                    labels,
+                },
+                layer: rows::next_layer(tx)?,
+                state: State::Committing,
+                origin: Some(key.to_string()),
+            };
+            rows::insert(tx, &row)?;
+            Ok((layer_id(&k)?, layer_id(&row)?))
+        })?;
+        if let Err(e) = self.driver.commit(&from, &to) {
+            let _ = self.db.write("drop snapshot", |tx| rows::delete(tx, name));
+            return Err(e.into());
+        }
+        self.db.write("record commit", |tx| {
+            rows::delete(tx, key)?;
+            rows::set_state(tx, name, State::Ready)
+        })
+    }
+
+    /// containerd's Remove: refused while other snapshots sit on it.
+    pub fn snapshot_remove(&self, key: &str) -> Result<()> {
+        let _w = self.work_lock()?;
+        let r = self.db.write("remove snapshot", |tx| {
+            let r = rows::get(tx, key)?
+                .filter(|r| r.state == State::Ready)
+                .ok_or_else(|| not_found(key))?;
+            let kids = rows::children(tx, key)?;
+            if !kids.is_empty() {
+                return Err(Error::SnapshotState {
+                    key: key.to_string(),
+                    reason: format!(
+                        "cannot be removed: snapshots sit on it ({}); remove them first",
+                        kids.join(", ")
+                    ),
+                });
+            }
+            rows::set_state(tx, key, State::Removing)?;
+            Ok(r)
+        })?;
+        if let Err(e) = layer_id(&r).and_then(|id| self.remove_driver_layer(&id)) {
+            let _ = self.db.write("remove snapshot", |tx| {
+                rows::set_state(tx, key, State::Ready)
+            });
+            return Err(e);
+        }
+        self.db.write("drop snapshot", |tx| rows::delete(tx, key))
+    }
+
+    /// containerd's Stat.
+    pub fn snapshot_stat(&self, key: &str) -> Result<SnapshotInfo> {
+        Ok(self.ready_snapshot(key)?.info)
+    }
+
+    /// containerd's Update: only labels change. `paths` empty: all labels
+    /// are replaced; `labels`: the same; `labels.K`: label K is set to
+    /// `info`'s value or removed when `info` has none. Any other path is
+    /// `InvalidInput`.
+    pub fn snapshot_update(&self, info: &SnapshotInfo, paths: &[String]) -> Result<SnapshotInfo> {
+        let now = now_ns();
+        self.db.write("update snapshot", |tx| {
+            let mut r = rows::get(tx, &info.key)?
+                .filter(|r| r.state == State::Ready)
+                .ok_or_else(|| not_found(&info.key))?;
+            r.info.labels = updated_labels(r.info.labels, info, paths)?;
+            r.info.updated = now;
+            rows::set_labels(tx, &info.key, &r.info.labels, now)?;
+            Ok(r.info)
+        })
+    }
+
+    /// Every snapshot (containerd's Walk / List filters them).
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        Ok(self
+            .db
+            .read("list snapshots", |tx| rows::all(tx))?
+            .into_iter()
+            .filter(|r| r.state == State::Ready)
+            .map(|r| r.info)
+            .collect())
+    }
+
+    /// containerd's Usage: what the snapshot's own layer holds.
+    pub fn snapshot_usage(&self, key: &str) -> Result<Usage> {
+        let r = self.ready_snapshot(key)?;
+        Ok(self.driver.usage(&layer_id(&r)?)?)
+    }
+
+    /// containerd's Cleanup: finish what interrupted operations left (when
+    /// nobody is at work) and remove snapshot layers no record claims.
+    /// Returns the layers removed.
+    pub fn snapshot_cleanup(&self) -> Result<Vec<String>> {
+        if let Some(_g) = self.try_gc_lock()? {
+            self.recover()?;
+        }
+        let _w = self.work_lock()?;
+        // driver layers first, rows second: a row is written before its
+        // layer is made, so every layer listed here has its row by now
+        let layers = self.driver.layers()?;
+        let claimed: std::collections::HashSet<String> = self
+            .db
+            .read("list snapshots", |tx| rows::all(tx))?
+            .into_iter()
+            .map(|r| r.layer)
+            .chain(
+                self.db
+                    .read("list intents", |tx| records::intents(tx))?
+                    .into_iter()
+                    .map(|i| i.0),
+            )
+            .collect();
+        let mut orphans: Vec<&strata_core::LayerInfo> = layers
+            .iter()
+            .filter(|l| is_snapshot_layer(l.id.as_str()) && !claimed.contains(l.id.as_str()))
+            .collect();
+        let mut removed = Vec::new();
+        // children before parents: repeat while something goes
+        while !orphans.is_empty() {
+            let before = orphans.len();
+            let mut left = Vec::new();
+            for l in orphans {
+                match self.remove_driver_layer(&l.id) {
+                    Ok(_) => removed.push(l.id.to_string()),
+                    Err(e)
+                        if e.kind()
+                            == crate::ErrorKind::Driver(strata_core::ErrorKind::HasChildren) =>
+                    {
+                        left.push(l)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if left.len() == before {
+                break;
+            }
+            orphans = left;
+        }
+        Ok(removed)
+    }
+
+    /// Recovery of snapshot rows an interrupted operation left (called
+    /// with the gc lock held).
+    pub(crate) fn recover_snapshots(&self, r: &mut crate::CheckReport) -> Result<()> {
+        let rows = self.db.read("list snapshots", |tx| rows::all(tx))?;
+        for row in rows.into_iter().filter(|r| r.state != State::Ready) {
+            let key = row.info.key.clone();
+            let id = layer_id(&row)?;
+            match row.state {
+                State::Creating | State::Removing => {
+                    self.remove_driver_layer(&id)?;
+                    self.db
+                        .write("drop snapshot", |tx| rows::delete(tx, &key))?;
+                    r.repaired.push(format!(
+                        "removed snapshot {key:?} of an interrupted operation"
+                    ));
+                }
+                State::Committing if self.driver.exists(&id) => {
+                    self.db.write("finish commit", |tx| {
+                        if let Some(o) = &row.origin {
+                            rows::delete(tx, o)?;
+                        }
+                        rows::set_state(tx, &key, State::Ready)
+                    })?;
+                    r.repaired
+                        .push(format!("finished committing snapshot {key:?}"));
+                }
+                State::Committing => {
+                    self.db
+                        .write("drop snapshot", |tx| rows::delete(tx, &key))?;
+                    r.repaired
+                        .push(format!("undid the interrupted commit of snapshot {key:?}"));
+                }
+                State::Ready => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The labels after an update (containerd's `UpdateInfo` rules).
+fn updated_labels(mut cur: Labels, info: &SnapshotInfo, paths: &[String]) -> Result<Labels> {
+    if paths.is_empty() {
+        return Ok(info.labels.clone());
+    }
+    for p in paths {
+        if let Some(k) = p.strip_prefix("labels.") {
+            match info.labels.get(k) {
+                Some(v) => cur.insert(k.to_string(), v.clone()),
+                None => cur.remove(k),
+            };
+        } else if p == "labels" {
+            cur = info.labels.clone();
+        } else {
+            return Err(Error::BadSnapshotInput {
+                what: format!("field {p:?} of snapshot {:?}", info.key),
+                reason: "cannot be updated; only labels can".into(),
+            });
+        }
+    }
+    Ok(cur)
+}
+
+/// Problems of the snapshot rows against the driver's layers (for
+/// `check`, which runs when nobody is at work).
+pub(crate) fn check_rows(
+    rows: &[SnapshotRow],
+    driver: &std::collections::HashMap<LayerId, strata_core::LayerInfo>,
+) -> Vec<String> {
+    let by_key: BTreeMap<&str, &SnapshotRow> =
+        rows.iter().map(|r| (r.info.key.as_str(), r)).collect();
+    let mut out = Vec::new();
+    for r in rows {
+        let key = &r.info.key;
+        if r.state != State::Ready {
+            out.push(format!(
+                "snapshot {key:?} was left {} by an interrupted operation (check --repair finishes it)",
+                r.state.as_str()
+            ));
+            continue;
+        }
+        let Some(d) = LayerId::new(r.layer.clone())
+            .ok()
+            .and_then(|id| driver.get(&id))
+        else {
+            out.push(format!(
+                "snapshot {key:?}: the driver has no layer {}",
+                r.layer
+            ));
+            continue;
+        };
+        if d.rw != (r.info.kind == Kind::Active) {
+            out.push(format!(
+                "snapshot {key:?} is {} but its layer {} is {}",
+                r.info.kind.as_str(),
+                r.layer,
+                if d.rw { "read-write" } else { "read-only" }
+            ));
+        }
+        let want = match &r.info.parent {
+            None => None,
+            Some(p) => match by_key.get(p.as_str()) {
+                Some(pr) => Some(pr.layer.as_str()),
+                None => {
+                    out.push(format!(
+                        "snapshot {key:?} has a parent {p:?} that is not recorded"
+                    ));
+                    continue;
+                }
+            },
+        };
+        if d.parent.as_ref().map(|p| p.as_str()) != want {
+            out.push(format!(
+                "snapshot {key:?}: the driver's parent of {} is not its parent snapshot's layer",
+                r.layer
+            ));
+        }
+    }
+    out
+}
