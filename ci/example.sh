@@ -5,7 +5,7 @@
 # usage, on the driver `auto` picks for this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./ci/setup.sh
+./ci/setup.sh example
 cargo build --release --locked -p strata-cli --bins -q
 S=$PWD/target/release/strata
 work=$(mktemp -d /var/tmp/strata-example.XXXXXX)

@@ -3,7 +3,7 @@
 # crate (overlay2 and btrfs for real when root), then driver-test per backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./ci/setup.sh
+./ci/setup.sh test
 # strata mounts and loop devices that exist before this run: a killed earlier
 # run's (the next Scratch sweeps those whose process is gone); only what this
 # run adds counts as a leak below

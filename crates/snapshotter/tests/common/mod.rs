@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod image;
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,22 +126,23 @@ impl Daemon {
         self.grace = Duration::ZERO;
     }
 
-    /// SIGTERM and wait; `true` when it exited 0 within the grace time.
-    pub fn stop(&mut self) -> bool {
+    /// SIGTERM and wait: its exit status, or `None` when it had to be
+    /// killed after the grace time.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         if let Ok(Some(st)) = self.child.try_wait() {
-            return st.success();
+            return Some(st);
         }
         self.signal(rustix::process::Signal::TERM);
         let end = Instant::now() + self.grace;
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
+                return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.signal(rustix::process::Signal::KILL);
         let _ = self.child.wait();
-        false
+        None
     }
 }
 
@@ -147,7 +151,7 @@ impl Drop for Daemon {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        if !self.stop() {
+        if self.stop().is_none() {
             eprintln!(
                 "{} did not stop within {:?} of SIGTERM; killed",
                 self.name, self.grace
