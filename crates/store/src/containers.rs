@@ -248,7 +248,7 @@ impl Store {
                 r.map_err(Error::from).and(f.ctx("write diff", "commit"))
             });
             let mut r = std::io::BufReader::new(std::fs::File::from(rd));
-            let reg = self.register_layer(parent, None, &mut r, None);
+            let reg = self.register_layer(parent, crate::LayerIn::stream(&mut r));
             drop(r);
             let d = h
                 .join()

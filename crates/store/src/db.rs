@@ -15,7 +15,7 @@
 //! recovery to finish). So a record is never lost while the driver still
 //! has the layer, and a driver layer is never left unclaimed.
 //!
-//! Schema versions: 2 (this: snapshots added), 1 (images, containers,
+//! Schema versions: 2 (this: snapshots and blob sources added), 1 (images, containers,
 //! layers), migrated on open from the JSON files of earlier roots (see
 //! `migrate`).
 
@@ -98,6 +98,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
     origin TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository)
+);
 CREATE TABLE IF NOT EXISTS intents (
     cache_id TEXT PRIMARY KEY,
     op TEXT NOT NULL,

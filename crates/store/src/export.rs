@@ -66,19 +66,19 @@ fn guess_media(blob_head: &[u8]) -> &'static str {
 }
 
 /// An image to write: its record, config, layers and names.
-struct Export {
-    img: ImageRecord,
-    config: Vec<u8>,
-    layers: Vec<LayerRecord>,
+pub(crate) struct Export {
+    pub(crate) img: ImageRecord,
+    pub(crate) config: Vec<u8>,
+    pub(crate) layers: Vec<LayerRecord>,
     tags: Vec<String>,
     mtime: i64,
 }
 
 /// One layer in an OCI layout: the blob that goes out for it.
-struct Blob {
-    digest: Digest,
-    size: u64,
-    media: String,
+pub(crate) struct Blob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) media: String,
 }
 
 impl Store {
@@ -162,7 +162,7 @@ impl Store {
         Ok(e.img)
     }
 
-    fn prepare_export(&self, r: &str) -> Result<Export> {
+    pub(crate) fn prepare_export(&self, r: &str) -> Result<Export> {
         let img = self.find_image(r)?;
         let config = self.blob(&img.id)?;
         let layers: Vec<LayerRecord> = img
@@ -210,7 +210,7 @@ impl Store {
 
     /// The blob that goes out for a layer: the one it was imported from
     /// when it is kept, else its tar.
-    fn layer_blob(&self, l: &LayerRecord) -> Blob {
+    pub(crate) fn layer_blob(&self, l: &LayerRecord) -> Blob {
         match &l.blob {
             Some(b) if self.blob_path(&b.digest).exists() => {
                 let media = if b.media_type.is_empty() {
@@ -262,10 +262,7 @@ impl Store {
             }
             blobs.push(b);
         }
-        let (manifest, media) = match self.original_manifest(&e.img, &blobs)? {
-            Some(m) => m,
-            None => new_manifest(e, &blobs)?,
-        };
+        let (manifest, media) = self.manifest_for(e, &blobs)?;
         let md = Digest::of(&manifest);
         self.put_bytes(
             tar,
@@ -275,6 +272,15 @@ impl Store {
         )?;
         let index = index_json(&md, manifest.len(), &media, &e.tags);
         self.put_bytes(tar, "index.json", index.to_string().as_bytes(), e.mtime)
+    }
+
+    /// The manifest that goes out: the one the image came with when every
+    /// blob it names goes out, else a new OCI manifest.
+    pub(crate) fn manifest_for(&self, e: &Export, blobs: &[Blob]) -> Result<(Vec<u8>, String)> {
+        match self.original_manifest(&e.img, blobs)? {
+            Some(m) => Ok(m),
+            None => new_manifest(e, blobs),
+        }
     }
 
     /// The manifest the image came with, when every blob it names goes out.

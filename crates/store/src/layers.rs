@@ -70,10 +70,66 @@ impl<W: Write> Read for Tee<'_, W> {
     }
 }
 
+/// Where a layer comes from, what it must match, and what to keep of it.
+pub struct LayerIn<'a> {
+    /// The diff stream: a tar, plain or compressed.
+    pub input: &'a mut (dyn Read + Send),
+    /// The diffID it must have (a layer with that chain ID is not made
+    /// again).
+    pub diff: Option<&'a Digest>,
+    /// The digest the stream itself must have (a registry's blob digest).
+    pub blob: Option<&'a Digest>,
+    /// What to keep of the stream.
+    pub keep: Keep,
+}
+
+impl std::fmt::Debug for LayerIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerIn")
+            .field("diff", &self.diff)
+            .field("blob", &self.blob)
+            .field("keep", &self.keep)
+            .finish()
+    }
+}
+
+impl<'a> LayerIn<'a> {
+    /// A stream, nothing expected, nothing kept.
+    pub fn stream(input: &'a mut (dyn Read + Send)) -> Self {
+        LayerIn {
+            input,
+            diff: None,
+            blob: None,
+            keep: Keep::Nothing,
+        }
+    }
+}
+
+/// What to keep of a layer's compressed stream, so that export and push
+/// send the very blob the layer came as.
+#[derive(Debug)]
+pub enum Keep {
+    /// Nothing (a plain tar, or a layer made here).
+    Nothing,
+    /// A copy, made while the stream is read, under this media type.
+    Copy {
+        /// The blob's media type.
+        media_type: String,
+    },
+    /// A file that already holds the stream's bytes (a download), moved
+    /// into the blob store once the layer is registered.
+    File {
+        /// The blob's media type.
+        media_type: String,
+        /// The file (in the store's tmp directory).
+        path: tempfile::TempPath,
+    },
+}
+
 /// What applying a diff left to keep: the tar-split and the blob copy.
 struct Kept {
     split: tempfile::NamedTempFile,
-    blob: Option<tempfile::NamedTempFile>,
+    blob: Option<tempfile::TempPath>,
     blob_digest: Digest,
     blob_size: u64,
 }
@@ -121,17 +177,16 @@ impl Store {
 
     /// Register a layer from a diff stream on `parent` (a chain ID):
     /// returns the record and whether it existed already (then the driver
-    /// was not touched when `expected_diff` was given). `keep_blob` is the
-    /// media type to keep the compressed input under, or `None` to keep
-    /// nothing. The caller holds the work lock.
+    /// was not touched when `input.diff` was given). When `input.blob` is
+    /// given, the compressed stream must have that digest: otherwise the
+    /// layer is removed again and nothing is registered. The caller holds
+    /// the work lock.
     pub fn register_layer(
         &self,
         parent: Option<&Digest>,
-        expected_diff: Option<&Digest>,
-        input: &mut (dyn Read + Send),
-        keep_blob: Option<&str>,
+        input: LayerIn<'_>,
     ) -> Result<(LayerRecord, bool)> {
-        if let Some(d) = expected_diff
+        if let Some(d) = input.diff
             && let Some(l) = self.layer(&Digest::chain(parent, d))?
         {
             return Ok((l, true));
@@ -154,7 +209,22 @@ impl Store {
             cache: cache.clone(),
             armed: true,
         };
-        let (stats, kept) = self.apply_keeping(&cache, parent_cache.as_ref(), input, keep_blob)?;
+        let LayerIn {
+            input: stream,
+            diff: expected_diff,
+            blob: expected_blob,
+            keep,
+        } = input;
+        let (stats, mut kept) = self.apply_keeping(&cache, parent_cache.as_ref(), stream, &keep)?;
+        if let Some(want) = expected_blob
+            && *want != kept.blob_digest
+        {
+            return Err(Error::DigestMismatch {
+                what: "layer blob".into(),
+                expected: want.to_string(),
+                actual: kept.blob_digest.to_string(),
+            });
+        }
         if let Some(want) = expected_diff
             && *want != stats.diff_id
         {
@@ -164,6 +234,14 @@ impl Store {
                 actual: stats.diff_id.to_string(),
             });
         }
+        let media = match keep {
+            Keep::Nothing => None,
+            Keep::Copy { media_type } => Some(media_type),
+            Keep::File { media_type, path } => {
+                kept.blob = Some(path);
+                Some(media_type)
+            }
+        };
         let rec = LayerRecord {
             chain_id: Digest::chain(parent, &stats.diff_id),
             diff_id: stats.diff_id.clone(),
@@ -175,7 +253,7 @@ impl Store {
             blob: None,
             removing: false,
         };
-        self.publish_layer(rec, kept, keep_blob, pending)
+        self.publish_layer(rec, kept, media.as_deref(), pending)
     }
 
     /// Apply a diff into a new driver layer, keeping its tar-split (and a
@@ -185,7 +263,7 @@ impl Store {
         cache: &LayerId,
         parent: Option<&LayerId>,
         input: &mut (dyn Read + Send),
-        keep_blob: Option<&str>,
+        keep: &Keep,
     ) -> Result<(strata_core::ApplyStats, Kept)> {
         let tmp = |prefix: &str| {
             tempfile::Builder::new()
@@ -197,7 +275,10 @@ impl Store {
         let out = split_file.reopen().ctx("reopen", split_file.path())?;
         let mut split = tarsplit::SplitWriter::new(std::io::BufWriter::new(out))
             .ctx("tar-split", split_file.path())?;
-        let blob_file = keep_blob.map(|_| tmp("blob.")).transpose()?;
+        let blob_file = match keep {
+            Keep::Copy { .. } => Some(tmp("blob.")?),
+            _ => None,
+        };
         let copy = match &blob_file {
             Some(t) => Some(std::io::BufWriter::new(t.reopen().ctx("reopen", t.path())?)),
             None => None,
@@ -226,7 +307,7 @@ impl Store {
         let (_, blob_digest, blob_size) = tee.inner.finish();
         let kept = Kept {
             split: split_file,
-            blob: blob_file,
+            blob: blob_file.map(tempfile::NamedTempFile::into_temp_path),
             blob_digest,
             blob_size,
         };
@@ -239,7 +320,7 @@ impl Store {
         &self,
         mut rec: LayerRecord,
         kept: Kept,
-        keep_blob: Option<&str>,
+        media: Option<&str>,
         pending: Pending<'_>,
     ) -> Result<(LayerRecord, bool)> {
         let chain = rec.chain_id.clone();
@@ -253,7 +334,7 @@ impl Store {
                 path: sp.clone(),
                 err: e.error,
             })?;
-            if let (Some(mt), Some(t)) = (keep_blob, kept.blob)
+            if let (Some(mt), Some(t)) = (media, kept.blob)
                 && kept.blob_digest != rec.diff_id
             {
                 let bp = self.blob_path(&kept.blob_digest);

@@ -66,6 +66,15 @@ fn parse(r: &str) -> Result<Reference> {
         ));
     }
     let parsed = Reference::try_from(r).map_err(|e| bad(r, e.to_string()))?;
+    if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(bad(
+            r,
+            format!(
+                "repository name ({}) must be lowercase",
+                parsed.repository()
+            ),
+        ));
+    }
     // the host part, as the user wrote it
     if let Some((first, _)) = r.split_once('/')
         && (first.contains('.') || first.contains(':') || first == "localhost")
@@ -107,6 +116,58 @@ pub fn normalize_digest_ref(r: &str) -> Result<String> {
     let p = parse(r)?;
     let d = p.digest().ok_or_else(|| bad(r, "no digest"))?;
     Ok(format!("{}@{d}", familiar_repo(&p)))
+}
+
+/// A reference as a registry client needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The registry host as written (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// The repository in the registry (`library/alpine`).
+    pub repository: String,
+    /// The tag (`latest` when neither tag nor digest was given).
+    pub tag: Option<String>,
+    /// The digest, for `name@sha256:...`.
+    pub digest: Option<String>,
+    /// The repository in Docker's familiar form (`alpine`).
+    pub familiar: String,
+}
+
+impl Named {
+    /// `familiar:tag`, as tags are stored (none for a digest reference).
+    pub fn familiar_tag(&self) -> Option<String> {
+        match (&self.tag, &self.digest) {
+            (Some(t), _) => Some(format!("{}:{t}", self.familiar)),
+            (None, _) => None,
+        }
+    }
+
+    /// The tag or digest to ask the registry for.
+    pub fn reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+}
+
+/// Parse a reference to pull or push, as `docker pull` does: `busybox` is
+/// `docker.io/library/busybox:latest`.
+pub fn parse_named(r: &str) -> Result<Named> {
+    let p = parse(r)?;
+    let digest = p.digest().map(str::to_string);
+    let tag = match (p.tag(), &digest) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => Some("latest".to_string()),
+    };
+    Ok(Named {
+        registry: p.registry().to_string(),
+        repository: p.repository().to_string(),
+        tag,
+        digest,
+        familiar: familiar_repo(&p),
+    })
 }
 
 /// The canonical form of a familiar name: `docker.io/library/alpine:latest`.
@@ -171,6 +232,29 @@ pub fn ago(t: i64, now: i64) -> String {
         1_209_600..=5_183_999 => unit(d / 604_800, "week"),
         5_184_000..=63_071_999 => unit(d / 2_592_000, "month"),
         _ => unit(d / 31_536_000, "year"),
+    }
+}
+
+#[cfg(test)]
+mod named_tests {
+    use super::*;
+
+    #[test]
+    fn parse_named_follows_docker() {
+        let n = parse_named("busybox").unwrap();
+        assert_eq!(
+            (n.registry.as_str(), n.repository.as_str(), n.reference()),
+            ("docker.io", "library/busybox", "latest")
+        );
+        assert_eq!(n.familiar_tag().as_deref(), Some("busybox:latest"));
+        let d = format!("sha256:{}", "a".repeat(64));
+        let n = parse_named(&format!("127.0.0.1:5000/team/app@{d}")).unwrap();
+        assert_eq!(n.registry, "127.0.0.1:5000");
+        assert_eq!(n.repository, "team/app");
+        assert_eq!(n.reference(), d);
+        assert_eq!(n.familiar_tag(), None);
+        assert!(parse_named("Upper/case").is_err());
+        assert!(parse_named(&"a".repeat(64)).is_err());
     }
 }
 

@@ -26,6 +26,7 @@ pub use rootfs::RootfsOpts;
 use source::{DirSource, Source, TarSource};
 
 use crate::error::{Error, Result};
+use crate::layers::{Keep, LayerIn};
 use crate::records::{self, ImageRecord, LayerRecord};
 use crate::{Store, config, now, reference};
 
@@ -319,17 +320,20 @@ impl Store {
                 .blob
                 .as_ref()
                 .map_or_else(|| l.member.clone(), |d| d.to_string());
-            let (rec, existed) = self
-                .register_layer(
-                    chain.as_ref(),
-                    Some(&l.diff),
-                    &mut counting,
-                    Some(l.media.as_str()),
-                )
-                .map_err(|e| Error::InLayer {
-                    what: named,
-                    inner: Box::new(e),
-                })?;
+            let input = LayerIn {
+                input: &mut counting,
+                diff: Some(&l.diff),
+                blob: l.blob.as_ref(),
+                keep: Keep::Copy {
+                    media_type: l.media.clone(),
+                },
+            };
+            let (rec, existed) =
+                self.register_layer(chain.as_ref(), input)
+                    .map_err(|e| Error::InLayer {
+                        what: named,
+                        inner: Box::new(e),
+                    })?;
             drop(r);
             if !existed {
                 created.push(rec.clone());

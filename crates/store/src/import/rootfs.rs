@@ -38,7 +38,7 @@ impl Store {
             .transpose()?;
         let p = opts.platform.clone().unwrap_or_else(Platform::host);
         let work = self.work_lock()?;
-        let (layer, _) = self.register_layer(None, None, input, None)?;
+        let (layer, _) = self.register_layer(None, crate::LayerIn::stream(input))?;
         let created = reference::format_time(now());
         let mut history = json!({"created": created, "created_by": format!("strata image import {}", opts.source)});
         if let Some(m) = &opts.message {
