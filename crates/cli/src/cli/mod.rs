@@ -21,6 +21,7 @@ pub mod image;
 pub mod layer;
 pub mod output;
 pub mod progress;
+pub mod registry;
 pub mod system;
 pub mod table;
 
@@ -84,6 +85,14 @@ pub enum Command {
     Rmi(image::RmArgs),
     /// Load images from an archive or standard input (image load)
     Load(image::LoadArgs),
+    /// Pull an image from a registry (image pull)
+    Pull(registry::PullArgs),
+    /// Push an image to a registry (image push)
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
     /// Save an image to an archive or standard output (image save)
     Save(image::SaveArgs),
     /// Import a root file system tarball as a one-layer image (image import)
@@ -185,6 +194,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(a) => image::ls(&cli, a),
         Command::Rmi(a) => image::rm(&cli, a),
         Command::Load(a) => image::load(&cli, a),
+        Command::Pull(a) => registry::pull(&cli, a),
+        Command::Push(a) => registry::push(&cli, a),
+        Command::Login(a) => registry::login(a),
+        Command::Logout(a) => registry::logout(a),
         Command::Save(a) => image::save(&cli, a),
         Command::Import(a) => image::import_rootfs(&cli, a),
         Command::Ps(a) => container::ps(&cli, a),

@@ -74,7 +74,8 @@ impl Platform {
         }
     }
 
-    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
+    /// Whether an index entry's platform is this one.
+    pub fn matches(&self, p: &oci_spec::image::Platform) -> bool {
         p.os().to_string() == self.os
             && p.architecture().to_string() == self.architecture
             && match (&self.variant, p.variant()) {

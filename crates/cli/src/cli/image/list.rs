@@ -101,7 +101,18 @@ fn rows(imgs: &[ImageRecord], no_trunc: bool, containers: &HashMap<String, usize
     let mut rows = Vec::new();
     for img in imgs {
         let names: Vec<(String, String)> = if img.repo_tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
+            // pulled by digest: the repository, without a tag (as Docker)
+            let mut v: Vec<(String, String)> = img
+                .repo_digests
+                .iter()
+                .filter_map(|d| d.split_once('@'))
+                .map(|(r, _)| (r.to_string(), "<none>".to_string()))
+                .collect();
+            v.dedup();
+            if v.is_empty() {
+                v.push(("<none>".into(), "<none>".into()));
+            }
+            v
         } else {
             img.repo_tags
                 .iter()

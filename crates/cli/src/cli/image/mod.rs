@@ -31,6 +31,10 @@ pub enum ImageCmd {
     /// Save an image to an archive (-o FILE, else standard output)
     #[command(alias = "export")]
     Save(SaveArgs),
+    /// Pull an image from a registry
+    Pull(super::registry::PullArgs),
+    /// Push an image to a registry
+    Push(super::registry::PushArgs),
     /// Make a one-layer image from a root file system tarball (docker import)
     Import(ImportArgs),
     /// List images
@@ -119,6 +123,8 @@ pub struct PruneArgs {
 pub fn run(cli: &Cli, cmd: &ImageCmd) -> Result<()> {
     match cmd {
         ImageCmd::Load(a) => load(cli, a),
+        ImageCmd::Pull(a) => super::registry::pull(cli, a),
+        ImageCmd::Push(a) => super::registry::push(cli, a),
         ImageCmd::Save(a) => save(cli, a),
         ImageCmd::Import(a) => import_rootfs(cli, a),
         ImageCmd::Ls(a) => ls(cli, a),
