@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use strata_conformance::fixture::{Backing, Scratch, have_program};
 
+pub mod net;
+
 pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello-image");
 pub const EXAMPLE_DIGEST: &str =
     "sha256:85dea1523ed8549dcb930b994a913587ea5f01bfe2737d34118101d42334c6de";

@@ -13,9 +13,11 @@
 
 pub mod cases;
 pub mod fixture;
+pub mod images;
 pub mod layer;
 pub mod listing;
 pub mod specs;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

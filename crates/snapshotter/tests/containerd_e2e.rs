@@ -27,10 +27,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use common::image::{Layer, busybox_layer, layer_of, noise, write_layout};
-use common::world::{Containerd, Registry, skopeo_push, start_snapshotter};
+use common::world::{Containerd, start_snapshotter};
 use strata_conformance::fixture::{Backing, Scratch};
+use strata_conformance::images::{Layer, busybox_layer, layer_of, noise, write_layout};
 use strata_conformance::layer::{dir, file, whiteout};
+use strata_conformance::world::{Registry, skopeo_push};
 
 const PROGRAMS: &[&str] = &[
     "go",

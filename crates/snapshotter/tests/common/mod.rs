@@ -4,12 +4,12 @@
 
 #![allow(dead_code)]
 
-pub mod image;
 pub mod world;
 
+pub use strata_conformance::world::{Daemon, wait_for};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// The strata-snapshotter binary cargo built for these tests.
 pub fn snapshotter_bin() -> PathBuf {
@@ -79,98 +79,4 @@ pub fn can_run(what: &str, programs: &[&str]) -> bool {
         return false;
     }
     true
-}
-
-/// A child process stopped on drop: SIGTERM, then SIGKILL after `grace`.
-#[derive(Debug)]
-pub struct Daemon {
-    pub name: String,
-    pub child: Child,
-    grace: Duration,
-}
-
-impl Daemon {
-    /// Start `cmd` (its output goes to `log`).
-    pub fn start(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
-        let f = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let f2 = f
-            .try_clone()
-            .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f)
-            .stderr(f2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Daemon {
-            name: name.to_string(),
-            child,
-            grace: Duration::from_secs(20),
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).unwrap_or(0)
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        if let Some(p) = rustix::process::Pid::from_raw(self.pid()) {
-            let _ = rustix::process::kill_process(p, sig);
-        }
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(mut self) {
-        self.signal(rustix::process::Signal::KILL);
-        let _ = self.child.wait();
-        self.grace = Duration::ZERO;
-    }
-
-    /// SIGTERM and wait: its exit status, or `None` when it had to be
-    /// killed after the grace time.
-    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            return Some(st);
-        }
-        self.signal(rustix::process::Signal::TERM);
-        let end = Instant::now() + self.grace;
-        while Instant::now() < end {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.signal(rustix::process::Signal::KILL);
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        if self.stop().is_none() {
-            eprintln!(
-                "{} did not stop within {:?} of SIGTERM; killed",
-                self.name, self.grace
-            );
-        }
-    }
-}
-
-/// Wait until `path` exists (a socket coming up), or panic naming `what`.
-pub fn wait_for(path: &Path, what: &str, d: &mut Daemon) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if path.exists() {
-            return;
-        }
-        if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("{what} exited ({st}) before {} appeared", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what}: {} did not appear within 60s", path.display());
 }

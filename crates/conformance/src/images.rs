@@ -1,9 +1,12 @@
-//! Small images for the end-to-end tests, written as OCI layouts that
-//! skopeo pushes: busybox-static as the base layer, and layers of entries.
+//! Small images for end-to-end tests, written as OCI layouts that skopeo
+//! pushes: busybox-static as the base layer, and layers of entries.
+
+// Tests read /bin/busybox and write layouts by path.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 use std::path::Path;
 
-use strata_conformance::layer::{self, E, dir, file, symlink};
+use crate::layer::{self, E, dir, file, symlink};
 use strata_core::Digest;
 
 /// One layer: its tar, and whether it is stored gzipped.
@@ -52,6 +55,11 @@ fn put(blobs: &Path, data: &[u8]) -> Digest {
 /// Write an OCI layout at `out` holding one image tagged `tag`; returns
 /// the manifest digest.
 pub fn write_layout(out: &Path, tag: &str, layers: &[Layer]) -> Digest {
+    write_layout_for(out, tag, layers, "linux", "amd64")
+}
+
+/// [`write_layout`] for a platform.
+pub fn write_layout_for(out: &Path, tag: &str, layers: &[Layer], os: &str, arch: &str) -> Digest {
     let blobs = out.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -73,8 +81,8 @@ pub fn write_layout(out: &Path, tag: &str, layers: &[Layer]) -> Digest {
         );
     }
     let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
+        "architecture": arch,
+        "os": os,
         "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "strata test"})).collect::<Vec<_>>(),
@@ -115,4 +123,55 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(n);
     v
+}
+
+/// Write an OCI layout whose `tag` is an index of one image per platform
+/// (`os/arch`, layers); returns the index digest and each manifest's.
+pub fn write_index_layout(
+    out: &Path,
+    tag: &str,
+    images: &[(&str, &str, Vec<Layer>)],
+) -> (Digest, Vec<Digest>) {
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for (i, (os, arch, layers)) in images.iter().enumerate() {
+        let sub = out.join(format!(".part{i}"));
+        let md = write_layout_for(&sub, tag, layers, os, arch);
+        let blobs = out.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for e in std::fs::read_dir(sub.join("blobs/sha256"))
+            .unwrap()
+            .flatten()
+        {
+            let _ = std::fs::rename(e.path(), blobs.join(e.file_name()));
+        }
+        let size = std::fs::metadata(blobs.join(md.hex())).unwrap().len();
+        std::fs::remove_dir_all(&sub).unwrap();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(),
+            "size": size,
+            "platform": {"os": os, "architecture": arch},
+        }));
+        digests.push(md);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let idx = put(&out.join("blobs/sha256"), &index);
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": idx.to_string(),
+            "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (idx, digests)
 }
