@@ -167,6 +167,21 @@ impl Registry {
         format!("127.0.0.1:{}/{name}", self.port)
     }
 
+    /// GETs of blob `digest` in the access log by a client whose user agent
+    /// starts with `agent`.
+    pub fn blob_gets_by(&self, digest: &str, agent: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest} ")))
+            .filter(|l| {
+                l.rsplit(" \"")
+                    .next()
+                    .is_some_and(|ua| ua.starts_with(agent))
+            })
+            .count()
+    }
+
     /// Requests in the log for blobs (GET of `/v2/.../blobs/`).
     pub fn blob_gets(&self) -> usize {
         std::fs::read_to_string(&self.log)

@@ -247,3 +247,21 @@ fn try_once(
     }
     Ok(())
 }
+
+/// A blob's bytes as one stream, without resume (for callers that check
+/// the digest as they consume it, and fall back on failure).
+pub fn open_blob(
+    client: &Client,
+    ep: &Endpoint,
+    repo: &str,
+    digest: &strata_core::Digest,
+) -> Result<ureq::BodyReader<'static>> {
+    let what = format!("blob {digest}");
+    let req = Req::new(
+        Method::GET,
+        format!("/v2/{repo}/blobs/{digest}"),
+        format!("repository:{repo}:pull"),
+    );
+    let resp = client.check(ep, client.send(ep, req)?, &[200], &what)?;
+    Ok(resp.into_body().into_reader())
+}

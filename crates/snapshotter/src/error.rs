@@ -37,6 +37,10 @@ pub enum Error {
     #[error(transparent)]
     Filter(#[from] crate::filter::ParseError),
 
+    /// A layer could not be fetched from its registry.
+    #[error("fetching a layer: {0}")]
+    Fetch(String),
+
     /// A request that lacks what it needs.
     #[error("invalid request: {0}")]
     BadRequest(String),
@@ -76,7 +80,9 @@ impl Error {
             },
             Error::Driver(e) => driver_kind(e.kind()),
             Error::Filter(_) | Error::BadRequest(_) => ErrorKind::InvalidArgument,
-            Error::Socket { .. } | Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Fetch(_) | Error::Socket { .. } | Error::Io { .. } | Error::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 

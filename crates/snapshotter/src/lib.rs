@@ -10,10 +10,12 @@
 //! on the blocking pool.
 //!
 //! Rooms: [`proto`] (generated from the vendored protos), [`service`] (the
-//! calls), [`filter`] (containerd's filter language for List), [`server`]
+//! calls), [`fetch`] (layers fetched for containerd, the remote-snapshotter
+//! protocol), [`filter`] (containerd's filter language for List), [`server`]
 //! (socket, signals), [`error`] (gRPC codes).
 
 pub mod error;
+pub mod fetch;
 pub mod filter;
 pub mod proto;
 pub mod server;

@@ -124,11 +124,15 @@ async fn stop_signal() {
 
 /// Serve containerd's Snapshots service over `store` on `socket` until
 /// SIGINT or SIGTERM; in-flight calls finish first.
-pub async fn serve(store: Arc<Store>, mut socket: Socket) -> Result<()> {
+pub async fn serve(
+    store: Arc<Store>,
+    fetcher: Option<crate::fetch::Fetcher>,
+    mut socket: Socket,
+) -> Result<()> {
     let incoming = UnixListenerStream::new(socket.take()?);
     tracing::info!(socket = %socket.path().display(), "serving containerd.services.snapshots.v1");
     tonic::transport::Server::builder()
-        .add_service(SnapshotsServer::new(Service::new(store)))
+        .add_service(SnapshotsServer::new(Service::new(store, fetcher)))
         .serve_with_incoming_shutdown(incoming, stop_signal())
         .await
         .map_err(|e| socket_err(socket.path(), e.to_string()))?;

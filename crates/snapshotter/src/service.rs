@@ -11,6 +11,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
+use crate::fetch::Fetcher;
 use crate::filter::Filters;
 use crate::proto::snapshots::snapshots_server::Snapshots;
 use crate::proto::snapshots::{
@@ -28,12 +29,39 @@ const LIST_BATCH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Arc<Store>,
+    fetcher: Option<Arc<Fetcher>>,
 }
 
 impl Service {
-    /// Serve `store`.
-    pub fn new(store: Arc<Store>) -> Service {
-        Service { store }
+    /// Serve `store`; with a fetcher, layers containerd names by labels
+    /// are fetched by Strata itself.
+    pub fn new(store: Arc<Store>, fetcher: Option<Fetcher>) -> Service {
+        Service {
+            store,
+            fetcher: fetcher.map(Arc::new),
+        }
+    }
+
+    /// containerd's remote-snapshotter protocol; `true`: answer
+    /// AlreadyExists.
+    async fn try_fetch(&self, parent: &str, labels: &Labels) -> bool {
+        let Some(f) = self.fetcher.clone() else {
+            return false;
+        };
+        let Some(target) = Fetcher::wants(labels).map(str::to_string) else {
+            return false;
+        };
+        let (parent, labels) = (parent.to_string(), labels.clone());
+        match self
+            .run("fetch", move |s| f.fetch(s, &parent, &labels))
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(target, "not fetched; containerd unpacks it: {e}");
+                false
+            }
+        }
     }
 
     /// Run `f` on the blocking pool (the store is synchronous).
@@ -119,9 +147,19 @@ impl Snapshots for Service {
     ) -> std::result::Result<Response<PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
         tracing::debug!(key = r.key, parent = r.parent, "prepare");
+        let l = labels(r.labels);
+        if self.try_fetch(&r.parent, &l).await {
+            let target = l
+                .get(crate::fetch::SNAPSHOT_REF)
+                .cloned()
+                .unwrap_or_default();
+            return Err(Status::already_exists(format!(
+                "target snapshot {target:?}: fetched by strata"
+            )));
+        }
         let specs = self
             .run("prepare", move |s| {
-                Ok(s.snapshot_prepare(&r.key, &r.parent, labels(r.labels))?)
+                Ok(s.snapshot_prepare(&r.key, &r.parent, l)?)
             })
             .await?;
         Ok(Response::new(PrepareSnapshotResponse {

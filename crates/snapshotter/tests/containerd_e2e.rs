@@ -371,8 +371,13 @@ fn kill_during_pull(w: &mut World) {
     w.assert_empty("after removing the image pulled across a kill");
 }
 
-/// Step 5: the CRI plugin's way.
+/// Step 5: the CRI plugin's way, and Strata's fast path: the snapshotter
+/// fetches each layer itself and containerd downloads none.
 fn cri_pull(w: &World, r: &str) {
+    let layers: Vec<String> = two_layer_image()
+        .iter()
+        .map(|l| strata_core::Digest::of(&strata_conformance::layer::gzip(&l.tar)).to_string())
+        .collect();
     let bin = common::go_build("cripull", false);
     let c = w.ctrd();
     let out = Command::new(&bin)

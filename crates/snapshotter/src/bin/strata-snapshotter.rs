@@ -26,6 +26,14 @@ struct Args {
         default_value = "/run/strata/snapshotter.sock"
     )]
     address: PathBuf,
+    /// Never fetch layers from registries for containerd (containerd then
+    /// downloads and unpacks every layer itself)
+    #[arg(long)]
+    no_fetch: bool,
+    /// Allow plain HTTP for REGISTRY when fetching (repeatable; loopback
+    /// registries always may)
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    insecure: Vec<String>,
     /// Driver option KEY=VALUE (repeatable)
     #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
     storage_opt: Vec<String>,
@@ -67,5 +75,13 @@ fn run(args: Args) -> strata_snapshotter::Result<()> {
             path: args.address.clone(),
             err,
         })?;
-    rt.block_on(serve(store, socket))
+    let fetcher = (!args.no_fetch).then(|| {
+        strata_snapshotter::fetch::Fetcher::new(strata_registry::Client::new(
+            strata_registry::ClientOpts {
+                insecure: args.insecure.clone(),
+                auth_files: None,
+            },
+        ))
+    });
+    rt.block_on(serve(store, fetcher, socket))
 }

@@ -230,6 +230,97 @@ impl Store {
         done
     }
 
+    /// A committed snapshot `key` on `parent` made from a layer diff (what a
+    /// remote snapshotter does for containerd: fetch the layer itself). The
+    /// stream must have digest `blob` when given; otherwise nothing is
+    /// left.
+    pub fn snapshot_apply(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+        input: &mut (dyn std::io::Read + Send),
+        blob: Option<&strata_core::Digest>,
+    ) -> Result<()> {
+        check_key(key)?;
+        let _w = self.work_lock()?;
+        let now = now_ns();
+        let (row, parent_layer) = self.db.write("record snapshot", |tx| {
+            if rows::get(tx, key)?.is_some() {
+                return Err(Error::SnapshotExists(key.to_string()));
+            }
+            let parent_layer = match parent {
+                "" => None,
+                p => {
+                    let r = rows::get(tx, p)?
+                        .filter(|r| r.state == State::Ready && r.info.kind == Kind::Committed)
+                        .ok_or_else(|| not_found(p))?;
+                    Some(layer_id(&r)?)
+                }
+            };
+            let row = SnapshotRow {
+                info: SnapshotInfo {
+                    key: key.to_string(),
+                    parent: (!parent.is_empty()).then(|| parent.to_string()),
+                    kind: Kind::Committed,
+                    created: now,
+                    updated: now,
+                    labels,
+                },
+                layer: rows::next_layer(tx)?,
+                state: State::Creating,
+                origin: None,
+            };
+            rows::insert(tx, &row)?;
+            Ok((row, parent_layer))
+        })?;
+        let id = layer_id(&row)?;
+        let mut h = strata_core::Hashing::new(input);
+        let applied = self.driver.apply_diff(&id, parent_layer.as_ref(), &mut h);
+        // the digest covers every byte, also any after the tar's end
+        let drained = std::io::copy(&mut h, &mut std::io::sink());
+        let (_, got, _) = h.finish();
+        let done = applied.map_err(Error::from).and_then(|_| {
+            drained.map_err(|e| Error::Io {
+                op: "read layer",
+                path: key.into(),
+                err: e,
+            })?;
+            if let Some(want) = blob
+                && *want != got
+            {
+                return Err(Error::DigestMismatch {
+                    what: format!("layer blob of snapshot {key:?}"),
+                    expected: want.to_string(),
+                    actual: got.to_string(),
+                });
+            }
+            self.db.write("record snapshot", |tx| {
+                rows::set_state(tx, key, State::Ready)
+            })
+        });
+        if done.is_err() {
+            self.undo_made_layer(&id);
+            let _ = self.db.write("drop snapshot", |tx| rows::delete(tx, key));
+        }
+        done
+    }
+
+    /// The committed snapshot whose label `label` is `value` and whose
+    /// parent is `parent` (containerd's lookup of a remote snapshot).
+    pub fn snapshot_by_label(
+        &self,
+        label: &str,
+        value: &str,
+        parent: &str,
+    ) -> Result<Option<SnapshotInfo>> {
+        Ok(self.snapshots()?.into_iter().find(|i| {
+            i.kind == Kind::Committed
+                && i.labels.get(label).map(String::as_str) == Some(value)
+                && i.parent.as_deref().unwrap_or("") == parent
+        }))
+    }
+
     /// containerd's Mounts: the mounts of an active or view snapshot.
     pub fn snapshot_mounts(&self, key: &str) -> Result<Vec<MountSpec>> {
         let r = self.ready_snapshot(key)?;
