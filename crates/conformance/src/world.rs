@@ -167,11 +167,17 @@ impl Registry {
         format!("127.0.0.1:{}/{name}", self.port)
     }
 
-    /// GETs of blob `digest` in the access log by a client whose user agent
-    /// starts with `agent`.
-    pub fn blob_gets_by(&self, digest: &str, agent: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+    /// Where the log ends now (for [`Registry::blob_gets_by`]).
+    pub fn log_mark(&self) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |l| l.len())
+    }
+
+    /// GETs of blob `digest` in the access log after `mark` by a client
+    /// whose user agent starts with `agent`.
+    pub fn blob_gets_by(&self, mark: usize, digest: &str, agent: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.get(mark..)
+            .unwrap_or("")
             .lines()
             .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest} ")))
             .filter(|l| {

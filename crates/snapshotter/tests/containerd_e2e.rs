@@ -380,6 +380,7 @@ fn cri_pull(w: &World, r: &str) {
         .collect();
     let bin = common::go_build("cripull", false);
     let c = w.ctrd();
+    let mark = w.registry.log_mark();
     let out = Command::new(&bin)
         .arg(&c.sock)
         .arg("strata")
@@ -406,6 +407,17 @@ fn cri_pull(w: &World, r: &str) {
                 .get("containerd.io/snapshot/cri.layer-digest")
                 .is_some_and(|d| d.starts_with("sha256:")),
             "{s:?}"
+        );
+    }
+    for d in &layers {
+        assert_eq!(
+            w.registry.blob_gets_by(mark, d, "containerd"),
+            0,
+            "containerd downloaded layer {d} itself"
+        );
+        assert!(
+            w.registry.blob_gets_by(mark, d, "strata/") >= 1,
+            "strata did not fetch layer {d}"
         );
     }
     let out = c.ctr_ok(
