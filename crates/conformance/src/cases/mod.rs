@@ -5,7 +5,7 @@
 //! their bodies; [`cases`] gathers them.
 //!
 //! Rooms: `lifecycle`, `entries`, `stacking`, `changes` (with the table of
-//! simple change rows), `commit`, `specs` (mounts as data, usage), `whiteouts`, `mounts`,
+//! simple change rows), `commit`, `links`, `specs` (mounts as data, usage), `whiteouts`, `mounts`,
 //! `hostile`.
 
 mod changes;
@@ -13,6 +13,7 @@ mod commit;
 mod entries;
 mod hostile;
 mod lifecycle;
+mod links;
 mod mounts;
 mod specs;
 mod stacking;
@@ -120,6 +121,7 @@ pub fn cases() -> Vec<Case> {
         stacking::cases(),
         changes::cases(),
         commit::cases(),
+        links::cases(),
         specs::cases(),
         whiteouts::cases(),
         mounts::cases(),

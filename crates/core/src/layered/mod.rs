@@ -21,6 +21,7 @@
 //! temporary mounts).
 
 mod build;
+mod groups;
 mod mounting;
 pub mod view;
 
@@ -358,7 +359,19 @@ impl<B: Backend> Driver for Layered<B> {
     }
 
     fn diff(&self, id: &LayerId, base: DiffBase<'_>, out: &mut dyn Write) -> Result<DiffStats> {
-        changes::write_diff_with(out, |emit| self.walk(id, base, WalkPurpose::Diff, emit))
+        changes::write_diff_with(out, |emit| {
+            let mut g = groups::Groups::default();
+            let m = self.walk(id, base, WalkPurpose::Diff, &mut |item| {
+                g.note(&item);
+                emit(item)
+            })?;
+            if g.needs_view() {
+                let chain = self.state.chain(id)?;
+                let view = self.backend.view(&self.state, &chain)?;
+                g.complete(view.fd(), emit)?;
+            }
+            Ok(m)
+        })
     }
 
     fn changes(&self, id: &LayerId, base: DiffBase<'_>) -> Result<Vec<Change>> {

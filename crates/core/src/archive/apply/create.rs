@@ -64,7 +64,7 @@ impl Applier<'_> {
             Kind::Char | Kind::Block | Kind::Fifo => self.create_node(head, &slot, base, xattrs)?,
             Kind::Hardlink => return Err(Error::invalid("entry", "internal: a hardlink here")),
         }
-        self.created.insert(slot.rpath);
+        self.created.insert(&slot.rpath);
         Ok(())
     }
 
@@ -151,8 +151,8 @@ impl Applier<'_> {
                     let fd =
                         fsx::open_dir_at(s.pfd, s.name).map_err(|e| sys("open", &s.rpath, e))?;
                     self.set_meta_fd(fd.as_fd(), &s.rpath, head, xattrs)?;
-                    self.dir_times.push((s.rpath.clone(), s.at, s.mt));
-                    self.created.insert(s.rpath.clone());
+                    self.dir_times.push(&s.rpath, s.at, s.mt);
+                    self.created.insert(&s.rpath);
                     return Ok(());
                 }
                 // a non-directory of this layer (or a whiteout) hid the
@@ -183,8 +183,8 @@ impl Applier<'_> {
                     .map_err(|e| sys("set opaque", &s.rpath, e))?;
             }
         }
-        self.dir_times.push((s.rpath.clone(), s.at, s.mt));
-        self.created.insert(s.rpath.clone());
+        self.dir_times.push(&s.rpath, s.at, s.mt);
+        self.created.insert(&s.rpath);
         Ok(())
     }
 

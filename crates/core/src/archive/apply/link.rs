@@ -76,7 +76,7 @@ impl Applier<'_> {
             if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino {
                 // already the same file; still this layer's entry, which a
                 // later opaque marker or whiteout of the dir must spare
-                self.created.insert(rpath.to_vec());
+                self.created.insert(rpath);
                 return Ok(());
             }
             fsx::remove_all_at(pfd, cbase).map_err(|e| sys("remove", rpath, e))?;
@@ -89,12 +89,15 @@ impl Applier<'_> {
             rfs::AtFlags::empty(),
         )
         .map_err(|e| sys("link", rpath, e))?;
-        self.created.insert(rpath.to_vec());
+        self.created.insert(rpath);
         Ok(())
     }
 
     /// A link target that lives in a lower layer is copied up into
-    /// `dir`/`base` first; `false` when there is no such lower file.
+    /// `dir`/`base` first; `false` when there is no such lower file. When
+    /// another name of the same lower file was copied up by this layer
+    /// already, the new name is linked to that copy: names of one group
+    /// that all end up in the upper stay one inode.
     fn copy_up(&mut self, dir: BorrowedFd<'_>, base: &CStr, trpath: &[u8]) -> Result<bool> {
         let Some((lst, ft)) = self.res.lower_stat(trpath)? else {
             return Ok(false);
@@ -102,12 +105,44 @@ impl Applier<'_> {
         if ft == FileType::Directory {
             return Ok(false);
         }
+        let key = (lst.st_dev, lst.st_ino);
+        if lst.st_nlink > 1
+            && let Some(first) = self.copied_up.get(&key).cloned()
+            && self.link_to_copy(&first, dir, base)?
+        {
+            return Ok(true);
+        }
         let Some((lfd, lbase)) = self.res.lower_parent(trpath)? else {
             return Ok(false);
         };
         let clbase = resolve::component(&lbase)?;
         crate::copy::copy_node(lfd.as_fd(), &clbase, &lst, dir, base, None)
             .map_err(|e| sys("copy up", trpath, e))?;
+        if lst.st_nlink > 1 {
+            self.copied_up.insert(key, trpath.to_vec());
+        }
+        Ok(true)
+    }
+
+    /// Link `dir`/`base` to the upper copy at `first`; `false` when that
+    /// copy is gone (removed or replaced later in the layer).
+    fn link_to_copy(&mut self, first: &[u8], dir: BorrowedFd<'_>, base: &CStr) -> Result<bool> {
+        let (fdir, fbase) = split_parent(first);
+        let Ok(ffd) = resolve::open_beneath(
+            self.res.root,
+            fdir,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            self.res.use_openat2,
+        ) else {
+            return Ok(false);
+        };
+        let cf = resolve::component(fbase)?;
+        match fsx::try_stat_at(ffd.as_fd(), &cf).map_err(|e| sys("stat", first, e))? {
+            Some(st) if fsx::file_type(&st) != FileType::Directory && !fsx::is_whiteout(&st) => {}
+            _ => return Ok(false),
+        }
+        rfs::linkat(ffd.as_fd(), cf.as_c_str(), dir, base, rfs::AtFlags::empty())
+            .map_err(|e| sys("link", first, e))?;
         Ok(true)
     }
 }

@@ -40,12 +40,14 @@
 //! Whiteouts follow the OCI rules (see [`crate::whiteout`]): they hide
 //! lower-layer content only, never entries of the same layer.
 
+mod book;
 mod create;
 mod hide;
 mod link;
 mod pipeline;
 
-use std::collections::HashSet;
+use book::{Created, DirTimes};
+
 use std::ffi::CStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -172,7 +174,8 @@ fn apply_stream<R: Read>(
         res,
         format,
         created: Created::default(),
-        dir_times: Vec::new(),
+        copied_up: std::collections::HashMap::new(),
+        dir_times: DirTimes::default(),
         buf: vec![0u8; BUF],
         size: 0,
         entries: 0,
@@ -195,46 +198,16 @@ fn apply_stream<R: Read>(
     Ok((a.size, a.entries, tr.position()))
 }
 
-/// The resolved paths a layer created, and the directories on the way to
-/// them: its whiteouts and opaque markers must spare both (a whiteout of a
-/// lower directory that holds entries of this layer empties it of the
-/// lower's content only).
-#[derive(Default)]
-struct Created {
-    paths: HashSet<Vec<u8>>,
-    holders: HashSet<Vec<u8>>,
-}
-
-impl Created {
-    fn insert(&mut self, path: Vec<u8>) {
-        let mut p = path.as_slice();
-        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
-            p = &p[..i];
-            if !self.holders.insert(p.to_vec()) {
-                break; // its ancestors are in already
-            }
-        }
-        self.paths.insert(path);
-    }
-
-    /// Did this layer create `path`?
-    fn contains(&self, path: &[u8]) -> bool {
-        self.paths.contains(path)
-    }
-
-    /// Did this layer create something below `path`?
-    fn holds(&self, path: &[u8]) -> bool {
-        self.holders.contains(path)
-    }
-}
-
 struct Applier<'a> {
     res: Resolver<'a>,
     format: WhiteoutFormat,
     /// Resolved paths this layer created (entries and implicit parents).
     created: Created,
+    /// Lower files with several names copied up by this layer, by (dev,
+    /// inode): the upper path of the copy (overlay form only).
+    copied_up: std::collections::HashMap<(u64, u64), Vec<u8>>,
     /// Directories whose times are set once every entry is in.
-    dir_times: Vec<(Vec<u8>, Timespec, Timespec)>,
+    dir_times: DirTimes,
     buf: Vec<u8>,
     size: u64,
     entries: u64,
@@ -257,7 +230,7 @@ struct Parent {
 
 struct Hook<'h> {
     created: &'h mut Created,
-    dir_times: &'h mut Vec<(Vec<u8>, Timespec, Timespec)>,
+    dir_times: &'h mut DirTimes,
 }
 
 impl ResolveHook for Hook<'_> {
@@ -265,8 +238,8 @@ impl ResolveHook for Hook<'_> {
         match restore_mtime {
             // a copy of a lower directory (overlay) stands for it, as an
             // existing parent does in a full tree: not this layer's own
-            Some(t) => self.dir_times.push((path.to_vec(), t, t)),
-            None => self.created.insert(path.to_vec()),
+            Some(t) => self.dir_times.push(path, t, t),
+            None => self.created.insert(path),
         }
     }
 }
@@ -410,7 +383,7 @@ impl<'a> Applier<'a> {
             .map_err(|e| sys("open", b"/", e))?;
         self.set_meta_fd(fd.as_fd(), b"/", head, xattrs)?;
         let at = head.atime.unwrap_or(head.mtime);
-        self.dir_times.push((Vec::new(), ts(at), ts(head.mtime)));
+        self.dir_times.push(b"", ts(at), ts(head.mtime));
         Ok(())
     }
 
@@ -470,10 +443,10 @@ impl<'a> Applier<'a> {
 
     fn finish_dirs(&mut self) -> Result<()> {
         let times = std::mem::take(&mut self.dir_times);
-        for (path, at, mt) in times {
+        for (path, at, mt) in times.iter() {
             let fd = match resolve::open_beneath(
                 self.res.root,
-                &path,
+                path,
                 OFlags::RDONLY | OFlags::DIRECTORY,
                 self.res.use_openat2,
             ) {
@@ -487,9 +460,9 @@ impl<'a> Applier<'a> {
                 {
                     continue;
                 }
-                Err(e) => return Err(sys("open", &path, e)),
+                Err(e) => return Err(sys("open", path, e)),
             };
-            fsx::set_times_fd(fd.as_fd(), at, mt).map_err(|e| sys("set times", &path, e))?;
+            fsx::set_times_fd(fd.as_fd(), at, mt).map_err(|e| sys("set times", path, e))?;
         }
         Ok(())
     }

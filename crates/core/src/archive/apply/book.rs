@@ -1,0 +1,132 @@
+//! The apply's bookkeeping, kept small whatever the layer: which resolved
+//! paths this layer created (and which directories hold them), as 128-bit
+//! keyed hashes (16 bytes a path, not the path), and the directories whose
+//! times are set at the end, as one byte arena (no allocation per entry).
+//!
+//! The hashes are keyed with random keys per apply (`RandomState`), so a
+//! layer cannot be built to make two paths collide; by chance, two of a
+//! billion paths collide with odds below 1e-20.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
+use rustix::fs::Timespec;
+
+/// The resolved paths a layer created, and the directories on the way to
+/// them: its whiteouts and opaque markers must spare both (a whiteout of a
+/// lower directory that holds entries of this layer empties it of the
+/// lower's content but keeps the layer's own).
+#[derive(Debug, Default)]
+pub(super) struct Created {
+    keys: (RandomState, RandomState),
+    paths: HashSet<u128>,
+    holders: HashSet<u128>,
+}
+
+impl Created {
+    fn key(&self, path: &[u8]) -> u128 {
+        (u128::from(self.keys.0.hash_one(path)) << 64) | u128::from(self.keys.1.hash_one(path))
+    }
+
+    /// This layer created `path` (and so holds everything above it).
+    pub(super) fn insert(&mut self, path: &[u8]) {
+        let mut p = path;
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            let k = self.key(p);
+            if !self.holders.insert(k) {
+                break; // its ancestors are in already
+            }
+        }
+        let k = self.key(path);
+        self.paths.insert(k);
+    }
+
+    /// Did this layer create `path`?
+    pub(super) fn contains(&self, path: &[u8]) -> bool {
+        self.paths.contains(&self.key(path))
+    }
+
+    /// Did this layer create something below `path`?
+    pub(super) fn holds(&self, path: &[u8]) -> bool {
+        self.holders.contains(&self.key(path))
+    }
+}
+
+/// Directories whose access and modification times are set once every
+/// entry is in (creating entries inside a directory moves its mtime).
+#[derive(Debug, Default)]
+pub(super) struct DirTimes {
+    arena: Vec<u8>,
+    items: Vec<DirTime>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DirTime {
+    end: usize,
+    at: (i64, u32),
+    mt: (i64, u32),
+}
+
+fn pack(t: Timespec) -> (i64, u32) {
+    (t.tv_sec, u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+fn unpack(t: (i64, u32)) -> Timespec {
+    Timespec {
+        tv_sec: t.0,
+        tv_nsec: i64::from(t.1),
+    }
+}
+
+impl DirTimes {
+    pub(super) fn push(&mut self, path: &[u8], at: Timespec, mt: Timespec) {
+        self.arena.extend_from_slice(path);
+        self.items.push(DirTime {
+            end: self.arena.len(),
+            at: pack(at),
+            mt: pack(mt),
+        });
+    }
+
+    /// Every directory in the order pushed: (path, atime, mtime).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], Timespec, Timespec)> {
+        let mut start = 0;
+        self.items.iter().map(move |d| {
+            let p = &self.arena[start..d.end];
+            start = d.end;
+            (p, unpack(d.at), unpack(d.mt))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_paths_and_their_holders() {
+        let mut c = Created::default();
+        c.insert(b"a/b/c");
+        c.insert(b"x");
+        assert!(c.contains(b"a/b/c") && c.contains(b"x"));
+        assert!(!c.contains(b"a/b") && c.holds(b"a/b") && c.holds(b"a"));
+        assert!(!c.holds(b"a/b/c") && !c.contains(b"a/b/d") && !c.holds(b"x"));
+    }
+
+    #[test]
+    fn dir_times_come_back_in_order() {
+        let mut d = DirTimes::default();
+        let t = |s| Timespec {
+            tv_sec: s,
+            tv_nsec: 5,
+        };
+        d.push(b"", t(1), t(2));
+        d.push(b"etc/x", t(3), t(4));
+        let v: Vec<_> = d
+            .iter()
+            .map(|(p, a, m)| (p.to_vec(), a.tv_sec, m.tv_sec, m.tv_nsec))
+            .collect();
+        assert_eq!(v, [(b"".to_vec(), 1, 2, 5), (b"etc/x".to_vec(), 3, 4, 5)]);
+    }
+}
