@@ -16,11 +16,27 @@ use rustix::fs::Timespec;
 /// them: its whiteouts and opaque markers must spare both (a whiteout of a
 /// lower directory that holds entries of this layer empties it of the
 /// lower's content but keeps the layer's own).
+///
+/// Everything below a directory this layer made new (no lower directory
+/// shows through it) is this layer's, so such entries are not recorded one
+/// by one: a layer that adds a million files in new directories records
+/// only the directories. What is recorded is 16 bytes a path.
 #[derive(Debug, Default)]
 pub(super) struct Created {
     keys: (RandomState, RandomState),
+    /// Entries (and directories a lower one shows through) outside new
+    /// directories.
     paths: HashSet<u128>,
+    /// Directories made new, outside other new directories.
+    new_dirs: HashSet<u128>,
+    /// Directories something recorded sits below.
     holders: HashSet<u128>,
+    /// The last directory asked about, and whether it is covered.
+    last: std::cell::RefCell<Option<(Vec<u8>, bool)>>,
+}
+
+fn parent_of(path: &[u8]) -> Option<&[u8]> {
+    path.iter().rposition(|&b| b == b'/').map(|i| &path[..i])
 }
 
 impl Created {
@@ -28,8 +44,30 @@ impl Created {
         (u128::from(self.keys.0.hash_one(path)) << 64) | u128::from(self.keys.1.hash_one(path))
     }
 
-    /// This layer created `path` (and so holds everything above it).
-    pub(super) fn insert(&mut self, path: &[u8]) {
+    /// Is `dir` a new directory of this layer, or inside one?
+    fn covered(&self, dir: &[u8]) -> bool {
+        if self.new_dirs.is_empty() {
+            return false;
+        }
+        if let Some((d, c)) = self.last.borrow().as_ref()
+            && d.as_slice() == dir
+        {
+            return *c;
+        }
+        let mut p = Some(dir);
+        let mut c = false;
+        while let Some(d) = p {
+            if self.new_dirs.contains(&self.key(d)) {
+                c = true;
+                break;
+            }
+            p = parent_of(d);
+        }
+        *self.last.borrow_mut() = Some((dir.to_vec(), c));
+        c
+    }
+
+    fn hold(&mut self, path: &[u8]) {
         let mut p = path;
         while let Some(i) = p.iter().rposition(|&b| b == b'/') {
             p = &p[..i];
@@ -38,18 +76,42 @@ impl Created {
                 break; // its ancestors are in already
             }
         }
+    }
+
+    /// This layer made or set `path` (a directory here is one a lower
+    /// directory may show through).
+    pub(super) fn insert(&mut self, path: &[u8]) {
+        if parent_of(path).is_some_and(|d| self.covered(d)) {
+            return;
+        }
+        self.hold(path);
         let k = self.key(path);
         self.paths.insert(k);
     }
 
+    /// This layer made `path` a new directory: nothing of a lower layer
+    /// shows below it.
+    pub(super) fn insert_new_dir(&mut self, path: &[u8]) {
+        if parent_of(path).is_some_and(|d| self.covered(d)) {
+            return;
+        }
+        self.hold(path);
+        let k = self.key(path);
+        self.new_dirs.insert(k);
+        *self.last.borrow_mut() = None;
+    }
+
     /// Did this layer create `path`?
     pub(super) fn contains(&self, path: &[u8]) -> bool {
-        self.paths.contains(&self.key(path))
+        let k = self.key(path);
+        self.paths.contains(&k)
+            || self.new_dirs.contains(&k)
+            || parent_of(path).is_some_and(|d| self.covered(d))
     }
 
     /// Did this layer create something below `path`?
     pub(super) fn holds(&self, path: &[u8]) -> bool {
-        self.holders.contains(&self.key(path))
+        self.holders.contains(&self.key(path)) || self.covered(path)
     }
 }
 
@@ -103,6 +165,21 @@ impl DirTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_directories_cover_what_is_below() {
+        let mut c = Created::default();
+        c.insert_new_dir(b"new");
+        c.insert(b"new/a/b");
+        c.insert(b"old/x");
+        assert!(c.contains(b"new") && c.contains(b"new/a/b") && c.contains(b"new/anything"));
+        assert!(c.holds(b"new/a") && c.holds(b"old") && !c.holds(b"other"));
+        assert!(c.contains(b"old/x") && !c.contains(b"old/y") && !c.contains(b"old"));
+        assert!(
+            c.paths.len() == 1 && c.new_dirs.len() == 1,
+            "below a new dir nothing is recorded"
+        );
+    }
 
     #[test]
     fn created_paths_and_their_holders() {

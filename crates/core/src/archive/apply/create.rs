@@ -169,6 +169,13 @@ impl Applier<'_> {
             }
             Err(e) => return Err(sys("mkdir", &s.rpath, e)),
         }
+        // new unless a lower directory shows through it (overlay form)
+        let merged = !opaque
+            && matches!(self.format, WhiteoutFormat::Overlay(_))
+            && matches!(
+                self.res.lower_stat(&s.rpath)?,
+                Some((_, FileType::Directory))
+            );
         if !s.default_owner {
             fsx::chown_at(s.pfd, s.name, s.uid, s.gid).map_err(|e| sys("chown", &s.rpath, e))?;
         }
@@ -184,7 +191,11 @@ impl Applier<'_> {
             }
         }
         self.dir_times.push(&s.rpath, s.at, s.mt);
-        self.created.insert(&s.rpath);
+        if merged {
+            self.created.insert(&s.rpath);
+        } else {
+            self.created.insert_new_dir(&s.rpath);
+        }
         Ok(())
     }
 

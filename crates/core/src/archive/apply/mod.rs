@@ -239,7 +239,7 @@ impl ResolveHook for Hook<'_> {
             // a copy of a lower directory (overlay) stands for it, as an
             // existing parent does in a full tree: not this layer's own
             Some(t) => self.dir_times.push(path, t, t),
-            None => self.created.insert(path),
+            None => self.created.insert_new_dir(path),
         }
     }
 }
