@@ -97,6 +97,10 @@ pub struct DriverState {
     /// Where the layers' directories are.
     pub layers: PathBuf,
     reserved: &'static [&'static str],
+    /// Metadata read before, by id, with the (inode, ctime) of the file it
+    /// came from: a rewrite (always a new file, renamed over) or removal
+    /// shows in a stat, so a hit costs one stat instead of a read.
+    metas: std::sync::Mutex<std::collections::HashMap<LayerId, (u64, i64, i64, LayerMeta)>>,
 }
 
 // Every path here is the driver's own bookkeeping, never layer content.
@@ -135,6 +139,7 @@ impl DriverState {
             home: home.to_path_buf(),
             layers: layers.to_path_buf(),
             reserved,
+            metas: std::sync::Mutex::default(),
         })
     }
 
@@ -167,10 +172,18 @@ impl DriverState {
 
     /// Layer `id`'s metadata; `NotFound` when there is none.
     pub fn meta(&self, id: &LayerId) -> Result<LayerMeta> {
-        if self.layer_path(id).symlink_metadata().is_err() {
-            return Err(Error::not_found(format!("layer {id}")));
-        }
         let p = self.meta_path(id);
+        let st = match rustix::fs::lstat(&p) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Err(Error::not_found(format!("layer {id}"))),
+            Err(e) => return Err(Error::io("stat metadata", &p, e)),
+        };
+        let stamp = (st.st_ino, st.st_ctime, st.st_ctime_nsec as i64);
+        if let Some((ino, cs, cn, m)) = self.metas.lock().unwrap_or_else(|e| e.into_inner()).get(id)
+            && (*ino, *cs, *cn) == stamp
+        {
+            return Ok(m.clone());
+        }
         let data = match std::fs::read(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -178,10 +191,18 @@ impl DriverState {
             }
             Err(e) => return Err(Error::io("read metadata", &p, e)),
         };
-        serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+        let m: LayerMeta = serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
             path: p,
             reason: e.to_string(),
-        })
+        })?;
+        // metadata without its layer (a crash between the two) is no layer;
+        // checked once, when the metadata is first read
+        if self.layer_path(id).symlink_metadata().is_err() {
+            return Err(Error::not_found(format!("layer {id}")));
+        }
+        let mut cache = self.metas.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(id.clone(), (stamp.0, stamp.1, stamp.2, m.clone()));
+        Ok(m)
     }
 
     /// Write a layer's metadata atomically.
