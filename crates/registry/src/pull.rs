@@ -129,20 +129,7 @@ pub fn pull(
             ),
         ));
     }
-    let mut chains = Vec::new();
-    let mut missing = Vec::new();
-    let mut parent: Option<Digest> = None;
-    for (b, d) in r.layers.iter().zip(&diffs) {
-        let c = Digest::chain(parent.as_ref(), d);
-        let short = b.digest.short().to_string();
-        if missing.is_empty() && store.layer(&c)?.is_some() {
-            ev(Event::AlreadyExists(short));
-        } else {
-            missing.push((b.clone(), d.clone(), short));
-        }
-        chains.push(c.clone());
-        parent = Some(c);
-    }
+    let (chains, missing) = plan(store, &r.layers, &diffs, ev)?;
     let tag = named.familiar_tag();
     let repo_digest = format!("{}@{}", named.familiar, r.top_digest);
     let id = Digest::of(&cfg);
@@ -184,6 +171,32 @@ pub fn pull(
         up_to_date,
         received,
     })
+}
+
+/// The image's chain IDs, and the layers to fetch (those after the last
+/// stored one); the stored ones are reported `Already exists`.
+#[allow(clippy::type_complexity)]
+fn plan(
+    store: &Store,
+    layers: &[Blob],
+    diffs: &[Digest],
+    ev: &(dyn Fn(Event) + Sync),
+) -> Result<(Vec<Digest>, Vec<(Blob, Digest, String)>)> {
+    let mut chains = Vec::new();
+    let mut missing = Vec::new();
+    let mut parent: Option<Digest> = None;
+    for (b, d) in layers.iter().zip(diffs) {
+        let c = Digest::chain(parent.as_ref(), d);
+        let short = b.digest.short().to_string();
+        if missing.is_empty() && store.layer(&c)?.is_some() {
+            ev(Event::AlreadyExists(short));
+        } else {
+            missing.push((b.clone(), d.clone(), short));
+        }
+        chains.push(c.clone());
+        parent = Some(c);
+    }
+    Ok((chains, missing))
 }
 
 /// Download the missing layers (a suffix of the image) in parallel and

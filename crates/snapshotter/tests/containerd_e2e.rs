@@ -224,6 +224,8 @@ fn pull_run_remove(w: &World, ns: &str, r: &str) {
 }
 
 /// Step 4: SIGKILL in the middle of a pull.
+// Long on purpose: one scenario, step after step, each step's state
+// feeding the next.
 fn kill_during_pull(w: &mut World) {
     let big = vec![
         busybox_layer(),

@@ -1,0 +1,290 @@
+//! The command line a Docker user trusts: each defect of the CLI issue as a
+//! regression test, and a Docker user's session end to end.
+
+// Tests handle outputs, FIFOs and scratch roots by path, as a user would.
+#![allow(clippy::disallowed_methods)]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use common::{EXAMPLE, Env};
+
+fn loaded() -> Env {
+    let e = Env::new("vfs");
+    e.ok(&["load", "-q", "-i", EXAMPLE]);
+    e
+}
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn output_targets_are_never_replaced() {
+    let e = loaded();
+    let dir = e.scratch.path();
+    // a FIFO is written through
+    let fifo = dir.join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let f2 = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::fs::File::open(&f2)
+            .unwrap()
+            .read_to_end(&mut v)
+            .unwrap();
+        v.len()
+    });
+    e.ok(&["save", "strata/hello", "-o", fifo.to_str().unwrap()]);
+    assert!(
+        reader.join().unwrap() > 1024,
+        "the archive went through the FIFO"
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO is still a FIFO"
+    );
+    // a symlink stays a symlink; its target gets the archive
+    let target = dir.join("target");
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::fs::write(&target, "").unwrap();
+    e.ok(&["save", "strata/hello", "-o", link.to_str().unwrap()]);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(std::fs::metadata(&target).unwrap().len() > 1024);
+    // a directory is an error naming it
+    let err = e.fails(&["save", "strata/hello", "-o", dir.to_str().unwrap()]);
+    assert!(err.contains("is a directory"), "{err}");
+    // /dev/null stays a device (root only can damage it)
+    if strata::core::fsx::is_root() {
+        e.ok(&["save", "strata/hello", "-o", "/dev/null"]);
+        let m = std::fs::symlink_metadata("/dev/null").unwrap();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()),
+            "/dev/null was replaced"
+        );
+    }
+}
+
+use std::os::unix::fs::FileTypeExt;
+
+#[test]
+fn low_level_rm_respects_the_store() {
+    let e = loaded();
+    let layers: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["layer", "ls", "--format", "json"])).unwrap();
+    let id = layers[0]["id"].as_str().unwrap().to_string();
+    let err = e.fails(&["layer", "rm", &id]);
+    assert!(
+        err.contains("strata/hello") || err.contains("image"),
+        "names the user: {err}"
+    );
+    assert_eq!(
+        e.ok(&["images", "-q"]).lines().count(),
+        1,
+        "the image is intact"
+    );
+    let o = e.run_in(&e.root, &["check", "--repair", "--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let e = loaded();
+    let mut c = e.cmd_in(&e.root, &["image", "inspect", "strata/hello"]);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 4];
+    out.read_exact(&mut buf).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        code(&o) == 0 || code(&o) == 141 || o.status.code().is_none(),
+        "exit {:?}",
+        o.status
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_touch_nothing() {
+    let e = loaded();
+    let o = e.run_in(&e.root, &["images", "--format", "yaml"]);
+    assert_eq!(code(&o), 2, "unknown --format");
+    for bad in [
+        "a-",
+        ".a",
+        "a..b",
+        "foo:bar/baz",
+        "ex_ample.com/x",
+        "Upper/case",
+    ] {
+        let o = e.run_in(&e.root, &["image", "tag", "strata/hello", bad]);
+        assert!(!o.status.success(), "{bad} was accepted");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("invalid reference format"),
+            "{bad}"
+        );
+    }
+    let fresh = e.scratch.path().join("never-made");
+    let o = e.run_in(&fresh, &["image", "inspect"]);
+    assert_eq!(code(&o), 2);
+    assert!(!fresh.exists(), "a usage error made the root");
+}
+
+#[test]
+fn ps_shows_the_reference_given() {
+    let e = loaded();
+    let id = e.ok(&["images", "-q"]).trim().to_string();
+    e.ok(&["container", "create", "byid", &id[..8]]);
+    let out = e.ok(&["ps", "--format", "{{.Image}}"]);
+    assert_eq!(out.trim(), &id[..8]);
+}
+
+#[test]
+fn junk_input_is_named_not_echoed() {
+    let e = Env::new("vfs");
+    let junk = e.scratch.path().join("junk");
+    std::fs::write(&junk, b"root:x:0:0:SECRET-LINE\n\x1b[2J\x00\x01binary").unwrap();
+    let err = e.fails(&["load", "-i", junk.to_str().unwrap()]);
+    assert!(err.contains("is not an image archive"), "{err}");
+    assert!(
+        !err.contains("SECRET-LINE") && !err.contains('\x1b'),
+        "{err:?}"
+    );
+}
+
+// Long on purpose: one user's session, step after step.
+#[test]
+fn a_docker_users_session() {
+    let e = Env::new("vfs");
+    // load < archive (docker save's layout made by us first)
+    let seed = Env::new("vfs");
+    seed.ok(&["load", "-q", "-i", EXAMPLE]);
+    let tar = e.scratch.path().join("hello.tar");
+    seed.ok(&[
+        "save",
+        "--format",
+        "docker",
+        "strata/hello",
+        "-o",
+        tar.to_str().unwrap(),
+    ]);
+    let mut c = e.cmd_in(&e.root, &["load"]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&tar).unwrap())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout).contains("Loaded image: strata/hello:latest")
+    );
+    assert_eq!(
+        e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .trim(),
+        "strata/hello:latest"
+    );
+    // save | load into another root: the same ID
+    let id = e
+        .ok(&["image", "inspect", "-f", "{{.Id}}", "strata/hello"])
+        .trim()
+        .to_string();
+    let other = e.another_root();
+    let mut save = e
+        .cmd_in(&e.root, &["save", "strata/hello"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = e
+        .cmd_in(&other, &["load", "-q"])
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success() && o.status.success());
+    assert_eq!(
+        e.ok_in(
+            &other,
+            &["image", "inspect", "-f", "{{.Id}}", "strata/hello"]
+        )
+        .trim(),
+        id
+    );
+    // import a flat rootfs tarball
+    let rootfs = e.scratch.path().join("rootfs.tar");
+    std::fs::write(
+        &rootfs,
+        strata_conformance::layer::tar(&[strata_conformance::layer::file(
+            "etc/os-release",
+            "ID=test\n",
+        )]),
+    )
+    .unwrap();
+    e.ok(&["import", rootfs.to_str().unwrap(), "flat:1"]);
+    assert_eq!(
+        e.ok(&["image", "history", "-q", "flat:1"]).lines().count(),
+        1
+    );
+    // filters, prunes, templates
+    let refs = e.ok(&[
+        "images",
+        "--filter",
+        "reference=flat",
+        "--format",
+        "{{.Repository}}",
+    ]);
+    assert_eq!(refs.trim(), "flat");
+    e.ok(&["container", "create", "web", "strata/hello"]);
+    assert_eq!(
+        e.ok(&["ps", "--filter", "name=web", "-q"]).lines().count(),
+        1
+    );
+    e.ok(&["container", "prune", "-f"]);
+    assert!(e.ok(&["ps", "-q"]).trim().is_empty());
+    e.ok(&["rmi", "flat:1"]);
+    e.ok(&["image", "prune", "-a", "-f"]);
+    assert!(e.ok(&["images", "-q"]).trim().is_empty());
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --root {} --driver vfs images | head -c 1",
+            env!("CARGO_BIN_EXE_strata"),
+            e.root.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
