@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::net::{Mode, Proxy, TokenServer};
+use common::net::{BlobStore, Mode, Proxy, TokenServer};
 use strata_conformance::fixture::{Backing, Scratch, have_program};
 use strata_conformance::images::{
     Layer, busybox_layer, layer_of, noise, write_index_layout, write_layout,
@@ -453,6 +453,98 @@ fn token_authentication() {
     w.ok(&root, &["push", &other]);
     w.ok(&root, &["logout", &host]);
     assert!(w.fails(&root, &["push", &other]).contains("unauthorized"));
+}
+
+#[test]
+fn basic_auth_and_redirects_without_credentials() {
+    if !can_run("Basic authentication") || !have_program("python3") {
+        return;
+    }
+    let w = World::new();
+    let rdir = w.dir("registry");
+    // a bcrypt entry, as htpasswd -B makes it
+    let hash = Command::new("python3")
+        .args([
+            "-c",
+            "import crypt; print(crypt.crypt('pw', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .unwrap();
+    let htpasswd = rdir.join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("bob:{}", String::from_utf8_lossy(&hash.stdout).trim()),
+    )
+    .unwrap();
+    let reg = Registry::start_with(
+        &rdir,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: strata-basic\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let host = format!("127.0.0.1:{}", reg.port);
+    let layout = w.dir("layout");
+    let l2 = small("redirected");
+    let gz = strata_conformance::layer::gzip(&l2.tar);
+    let blob = strata_core::Digest::of(&gz);
+    write_layout(&layout, "1", &[busybox_layer(), l2]);
+    let policy = layout.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let r = reg.reference("basic/app:1");
+    let st = Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", "bob:pw"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{r}"))
+        .env("REGISTRY_AUTH_FILE", layout.join("auth.json"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let auth = w.dir("auth").join("auth.json");
+    // the registry's blob GET answers with a redirect to "blob storage",
+    // which must not see the registry's credentials
+    let store = BlobStore::start([(blob.to_string(), gz)].into_iter().collect());
+    let proxy = Proxy::start(reg.port, blob.as_str(), Mode::RedirectTo(store.port));
+    let via = format!("127.0.0.1:{}/basic/app:1", proxy.port);
+    let proxied = format!("127.0.0.1:{}", proxy.port);
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{0}"}},"{proxied}":{{"auth":"{0}"}}}}}}"#,
+            b64("bob:pw")
+        ),
+    )
+    .unwrap();
+    let root = w.dir("root1");
+    let o = w
+        .cmd(&root, &["pull", &via])
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        store.hits.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the redirect was followed"
+    );
+    assert!(
+        !store
+            .saw_authorization
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "the registry's Authorization went to blob storage"
+    );
+    let root2 = w.dir("root2");
+    let e = w.fails(&root2, &["pull", &r]);
+    assert!(
+        e.contains(&host) && e.contains("user name and password"),
+        "no credentials: {e}"
+    );
+    w.check_clean(&root);
 }
 
 fn b64(s: &str) -> String {

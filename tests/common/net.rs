@@ -295,6 +295,9 @@ pub enum Mode {
     CutOnce(u64),
     /// Send the blob slowly (this many bytes per 10 ms).
     Slow(usize),
+    /// Answer the blob's GET with a redirect to 127.0.0.1:PORT (blob
+    /// storage elsewhere).
+    RedirectTo(u16),
 }
 
 /// An HTTP proxy in front of a registry.
@@ -400,6 +403,15 @@ fn forward(
         return;
     }
     let watched = h.method == "GET" && h.path.contains(watch);
+    if let (true, Mode::RedirectTo(port)) = (watched, mode) {
+        requests.fetch_add(1, Ordering::Relaxed);
+        let digest = watch.trim_start_matches("/blobs/");
+        let _ = write!(
+            c,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/storage/{digest}?signed=1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
     if watched {
         requests.fetch_add(1, Ordering::Relaxed);
         if h.headers.contains_key("range") {
@@ -471,5 +483,68 @@ fn forward(
         if c.write_all(&chunk).is_err() {
             return;
         }
+    }
+}
+
+/// "Blob storage": serves fixed blobs at /storage/DIGEST and remembers
+/// whether any request carried an `Authorization` header.
+pub struct BlobStore {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
+    pub saw_authorization: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BlobStore {
+    pub fn start(blobs: HashMap<String, Vec<u8>>) -> BlobStore {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let (hits, saw, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (h2, s2, st2) = (hits.clone(), saw.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let mut r = BufReader::new(c.try_clone().unwrap());
+                        let mut c = c;
+                        let Some(h) = read_head(&mut r) else { continue };
+                        h2.fetch_add(1, Ordering::Relaxed);
+                        if h.headers.contains_key("authorization") {
+                            s2.store(true, Ordering::Relaxed);
+                        }
+                        let d = h
+                            .path
+                            .trim_start_matches("/storage/")
+                            .split('?')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        match blobs.get(&d) {
+                            Some(b) => respond(&mut c, "200 OK", "application/octet-stream", b),
+                            None => respond(&mut c, "404 Not Found", "text/plain", b""),
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        BlobStore {
+            port,
+            hits,
+            saw_authorization: saw,
+            stop,
+        }
+    }
+}
+
+impl Drop for BlobStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
