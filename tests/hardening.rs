@@ -394,3 +394,24 @@ fn a_huge_mount_count_is_clamped() {
     );
     assert!(e.ok(&["ps", "-q"]).trim().is_empty());
 }
+
+#[test]
+fn one_garbled_record_does_not_brick_the_root() {
+    let e = Env::new("vfs");
+    let t = layer::tar(&[file("a", "a")]);
+    let l = e.scratch.path().join("img");
+    layout(&l, config("2024-01-01T00:00:00Z", "x", &t), &[t]);
+    e.ok(&["image", "load", "-i", l.to_str().unwrap(), "--tag", "g:1"]);
+    let metas = e.root.join("vfs/.meta");
+    let victim = std::fs::read_dir(&metas)
+        .unwrap()
+        .flatten()
+        .find(|f| f.file_name().to_string_lossy().ends_with(".json"))
+        .unwrap()
+        .path();
+    std::fs::write(&victim, b"{ truncated").unwrap();
+    // listing and the store's commands keep working
+    e.ok(&["layer", "ls"]);
+    e.ok(&["images"]);
+    e.ok(&["ps"]);
+}

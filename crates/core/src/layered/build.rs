@@ -54,6 +54,7 @@ impl<B: Backend> Layered<B> {
                 meta: &mut meta,
             };
             self.backend.make_layer(&self.state, new)?;
+            let durable = fill.is_some();
             let stats = match fill {
                 Some((diff, raw)) => {
                     let s = self.fill(&staging, &parent_chain, diff, raw, &mut meta)?;
@@ -63,7 +64,7 @@ impl<B: Backend> Layered<B> {
                 None => None,
             };
             self.backend.publish(&self.state, &meta)?;
-            self.state.commit(&staging, &meta)?;
+            self.state.commit(&staging, &meta, durable)?;
             if !rw {
                 self.backend
                     .set_read_only(&self.state.layer_path(id), true)?;

@@ -239,6 +239,11 @@ impl DriverState {
             match self.meta(&id) {
                 Ok(m) => out.push(m),
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                // one unreadable record must not brick every command: it
+                // is reported and left for `check --repair` to set aside
+                Err(e) if e.kind() == crate::ErrorKind::Corrupt => {
+                    tracing::warn!(layer = %id, "skipping a layer whose metadata is unreadable: {e}");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -306,17 +311,33 @@ impl DriverState {
 
     /// Make a finished staging directory the layer `meta.id`: under the
     /// lock, check again that the id is free and the parent exists, write
-    /// the metadata, rename the staging directory into place.
-    pub fn commit(&self, staging: &Path, meta: &LayerMeta) -> Result<()> {
+    /// the metadata, rename the staging directory into place. `durable`:
+    /// forced to disk before returning (layers with content); an empty
+    /// layer (`create`, a container's or a snapshot's) is not, as Docker's
+    /// and containerd's are not: after a power cut it may be gone, never
+    /// half there (recovery removes metadata without a layer and a layer
+    /// without metadata).
+    pub fn commit(&self, staging: &Path, meta: &LayerMeta, durable: bool) -> Result<()> {
         let _l = self.lock()?;
         self.check_new(&meta.id, meta.parent.as_ref())?;
-        self.write_meta(meta)?;
+        if durable {
+            self.write_meta(meta)?;
+        } else {
+            let p = self.meta_path(&meta.id);
+            let data = serde_json::to_vec_pretty(meta).map_err(|e| Error::Corrupt {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
+            fsx::write_replace(&p, &data).ctx("write metadata", &p)?;
+        }
         let dst = self.layer_path(&meta.id);
         if let Err(e) = std::fs::rename(staging, &dst) {
             let _ = self.remove_meta(&meta.id);
             return Err(Error::io("rename staging layer", &dst, e));
         }
-        fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
+        if durable {
+            fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
+        }
         Ok(())
     }
 
