@@ -21,7 +21,7 @@ binaries (cargo build --release -p strata-cli -p strata-snapshotter), the
 workload (../shared/bench/make-workload.sh), docker-registry, skopeo,
 podman, containerd, curl.
 
-  bench/pull_bench.py [--workload DIR] [--runs N] [--json FILE]
+  bench/pull_bench.py [--workload DIR] [--runs N] [--json FILE] [--prepare-only]
 """
 import argparse, hashlib, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -88,8 +88,8 @@ def wait(pred, what, secs=60):
 
 
 class Bench:
-    def __init__(self, workload, runs):
-        self.workload, self.runs = workload, runs
+    def __init__(self, workload, runs, prepare_only=False):
+        self.workload, self.runs, self.prepare_only = workload, runs, prepare_only
         self.w = tempfile.mkdtemp(prefix="strata-pullbench.", dir="/var/tmp")
         self.m = os.path.join(self.w, "mnt")
         self.procs = []
@@ -140,7 +140,9 @@ class Bench:
         os.makedirs(os.path.join(c, "opt"))
         self.sock = os.path.join(self.w, "containerd.sock")
         ssock = os.path.join(self.w, "strata.sock")
-        self.spawn([os.path.join(REL, "strata-snapshotter"), "--root", os.path.join(self.m, "snapshotter"),
+        # SNAPSHOTTER_WRAP="strace -f -c -o FILE" (say) profiles the daemon
+        wrap = os.environ.get("SNAPSHOTTER_WRAP", "").split()
+        self.spawn(wrap + [os.path.join(REL, "strata-snapshotter"), "--root", os.path.join(self.m, "snapshotter"),
                     "--driver", "overlay2", "--address", ssock], "snapshotter.log")
         wait(lambda: os.path.exists(ssock), "strata-snapshotter")
         conf = os.path.join(self.w, "containerd.toml")
@@ -246,6 +248,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             "curl+tar": self.run_baseline,
         }
         raw = {t: [] for t in tools}
+        if self.prepare_only:
+            self.prepare_mount_all()
+            return
         for i in range(self.runs):
             for t, f in tools.items():
                 r = f(i)
@@ -256,6 +261,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.results["strata_peak_rss_mib"] = max(x[1] for x in raw["strata"]) / 1024
         self.results["curl_seconds"] = statistics.median(x[2] for x in raw["curl+tar"])
         self.results["tar_seconds"] = statistics.median(x[3] for x in raw["curl+tar"])
+        self.prepare_mount_all()
+        r = self.results
+        ps = r["pull_seconds"]
+        r["ratios"] = {
+            "strata / podman": ps["strata"] / ps["podman"],
+            "strata / ctr-overlayfs": ps["strata"] / ps["ctr-overlayfs"],
+            "strata / (curl + tar -xzf)": ps["strata"] / ps["curl+tar"],
+            "ctr-strata / ctr-overlayfs": ps["ctr-strata"] / ps["ctr-overlayfs"],
+        }
+
+    def prepare_mount_all(self):
         chain = self.deep_chain()
         pm = {}
         for s in ["strata", "overlayfs"]:
@@ -268,15 +284,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.results["prepare_mount_65_seconds"] = {s: statistics.median(v) for s, v in pm.items()}
         for s in ["strata", "overlayfs"]:
             self.ctr(f"deep-{s}", "images", "rm", "--sync", self.deep)
-        r = self.results
-        ps = r["pull_seconds"]
-        r["ratios"] = {
-            "strata / podman": ps["strata"] / ps["podman"],
-            "strata / ctr-overlayfs": ps["strata"] / ps["ctr-overlayfs"],
-            "strata / (curl + tar -xzf)": ps["strata"] / ps["curl+tar"],
-            "ctr-strata / ctr-overlayfs": ps["ctr-strata"] / ps["ctr-overlayfs"],
-            "prepare+mount 65 layers: strata / overlayfs": r["prepare_mount_65_seconds"]["strata"] / r["prepare_mount_65_seconds"]["overlayfs"],
-        }
+        pm = self.results["prepare_mount_65_seconds"]
+        self.results["prepare+mount 65 layers: strata / overlayfs"] = pm["strata"] / pm["overlayfs"]
 
     def teardown(self):
         for p in reversed(self.procs):
@@ -299,8 +308,9 @@ def main():
     a.add_argument("--workload", default="/var/tmp/strata-bench")
     a.add_argument("--runs", type=int, default=3)
     a.add_argument("--json")
+    a.add_argument("--prepare-only", action="store_true", help="only the prepare+mount part (no pulls)")
     o = a.parse_args()
-    b = Bench(o.workload, o.runs)
+    b = Bench(o.workload, o.runs, o.prepare_only)
     try:
         b.setup()
         b.run()

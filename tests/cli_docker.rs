@@ -167,6 +167,31 @@ fn ps_shows_the_reference_given() {
     assert_eq!(out.trim(), &id[..8]);
 }
 
+/// Two containers with the same changes on the same image commit to one
+/// chain ID: the second commit reuses the layer (with `--rm` too) instead
+/// of failing on the duplicate.
+#[test]
+fn identical_commits_share_their_layer() {
+    let e = loaded();
+    let before = e.ok(&["check"]);
+    e.ok(&["container", "create", "ca", "strata/hello"]);
+    e.ok(&["container", "create", "cb", "strata/hello"]);
+    e.ok(&["container", "create", "cc", "strata/hello"]);
+    e.ok(&["container", "commit", "ca", "x:1"]);
+    e.ok(&["container", "commit", "cb", "x:2"]);
+    e.ok(&["container", "commit", "--rm", "cc", "x:3"]);
+    let layers = |t: &str| e.ok(&["image", "inspect", "--format", "{{json .RootFS.Layers}}", t]);
+    assert_eq!(layers("x:1"), layers("x:3"));
+    assert_eq!(layers("x:2"), layers("x:3"));
+    let ps = e.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("cc"), "the committed container stays: {ps}");
+    assert!(e.ok(&["check"]).contains("consistent"));
+    // nothing is left of the duplicate
+    e.ok(&["container", "rm", "ca", "cb"]);
+    e.ok(&["image", "rm", "x:1", "x:2", "x:3"]);
+    assert_eq!(e.ok(&["check"]), before);
+}
+
 #[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");

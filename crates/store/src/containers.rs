@@ -292,16 +292,29 @@ impl Store {
             removing: false,
         };
         let sp = self.tarsplit_path(&rec.chain_id);
-        self.db.write("record layer", |tx| {
+        let known = self.db.write("record layer", |tx| {
+            // the same changes on the same parent were committed before:
+            // that layer is this one (as Docker reuses a known chain ID)
+            if let Some(old) = records::layer(tx, &rec.chain_id)?.filter(|l| !l.removing) {
+                return Ok(Some(old));
+            }
             split.persist(&sp).map_err(|e| Error::Io {
                 op: "keep tar-split",
                 path: sp.clone(),
                 err: e.error,
             })?;
             records::insert_layer(tx, &rec)?;
-            records::remove_intent(tx, cache.as_str())
+            records::remove_intent(tx, cache.as_str())?;
+            Ok(None)
         })?;
-        Ok(rec)
+        match known {
+            Some(old) => {
+                // the intent stays until the duplicate is gone
+                self.undo_made_layer(&cache);
+                Ok(old)
+            }
+            None => Ok(rec),
+        }
     }
 
     /// Read a layer's own diff once: its digest (the diffID), its tar

@@ -28,6 +28,29 @@ impl Store {
             .ok_or_else(|| Error::NoSuchImage(r.to_string()))
     }
 
+    /// The images that references `refs` name, in one read (what `ps`
+    /// shows per container); `None` where a reference names no image.
+    pub fn resolve_images(&self, refs: &[&str]) -> Result<Vec<Option<Digest>>> {
+        self.db.read("find images", |tx| {
+            refs.iter()
+                .map(|r| match resolve(tx, r) {
+                    Ok(id) => Ok(Some(id)),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            crate::ErrorKind::NotFound
+                                | crate::ErrorKind::Conflict
+                                | crate::ErrorKind::InvalidInput
+                        ) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                })
+                .collect()
+        })
+    }
+
     /// An image's config, parsed.
     pub fn image_config(&self, img: &ImageRecord) -> Result<oci_spec::image::ImageConfiguration> {
         let data = self.blob(&img.id)?;

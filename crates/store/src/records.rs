@@ -6,6 +6,8 @@
 //! parse is skipped by listings with a warning and reported by `check`, so
 //! that one bad record never stops the rest of the store from working.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use strata_core::Digest;
@@ -300,15 +302,7 @@ fn complete(c: &Connection, mut i: ImageRecord) -> Result<ImageRecord> {
         "SELECT chain_id FROM image_layers WHERE image = ?1 ORDER BY pos",
         id,
     )?;
-    i.layers = layers
-        .into_iter()
-        .map(|s| {
-            Digest::parse(&s).map_err(|e| Error::Corrupt {
-                what: format!("image {id}"),
-                reason: e.to_string(),
-            })
-        })
-        .collect::<Result<_>>()?;
+    i.layers = chain_ids(id, layers)?;
     Ok(i)
 }
 
@@ -335,14 +329,58 @@ pub fn images(c: &Connection) -> Result<Vec<ImageRecord>> {
     let rows = st
         .query_map([], image_row)
         .map_err(Error::db("list images"))?;
-    let mut out = Vec::new();
-    for i in tolerant("image", rows)? {
-        match complete(c, i) {
-            Ok(i) => out.push(i),
+    let images = tolerant("image", rows)?;
+    // three queries for the whole listing, not three per image
+    let mut tags = grouped(c, "SELECT image, name FROM tags ORDER BY image, name")?;
+    let mut digests = grouped(
+        c,
+        "SELECT image, name FROM repo_digests ORDER BY image, name",
+    )?;
+    let mut layers = grouped(
+        c,
+        "SELECT image, chain_id FROM image_layers ORDER BY image, pos",
+    )?;
+    let mut out = Vec::with_capacity(images.len());
+    for mut i in images {
+        let id = i.id.as_str();
+        i.repo_tags = tags.remove(id).unwrap_or_default();
+        i.repo_digests = digests.remove(id).unwrap_or_default();
+        match chain_ids(id, layers.remove(id).unwrap_or_default()) {
+            Ok(l) => {
+                i.layers = l;
+                out.push(i);
+            }
             Err(e) => tracing::warn!("skipping an image: {e}"),
         }
     }
     Ok(out)
+}
+
+/// `(key, value)` rows grouped by key, in the query's order.
+fn grouped(c: &Connection, sql: &str) -> Result<HashMap<String, Vec<String>>> {
+    let mut st = c.prepare(sql).map_err(Error::db("list images"))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(Error::db("list images"))?;
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for r in rows {
+        let (k, v) = r.map_err(Error::db("list images"))?;
+        m.entry(k).or_default().push(v);
+    }
+    Ok(m)
+}
+
+/// An image's layer list, parsed.
+fn chain_ids(id: &str, layers: Vec<String>) -> Result<Vec<Digest>> {
+    layers
+        .into_iter()
+        .map(|s| {
+            Digest::parse(&s).map_err(|e| Error::Corrupt {
+                what: format!("image {id}"),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// IDs of images whose ID starts with `sha256:` + `hex`.
@@ -360,10 +398,8 @@ pub fn image_ids_with_prefix(c: &Connection, hex: &str) -> Result<Vec<String>> {
 /// The image tagged `tag`.
 pub fn image_by_tag(c: &Connection, tag: &str) -> Result<Option<Digest>> {
     let s: Option<String> = c
-        .query_row("SELECT image FROM tags WHERE name = ?1", [tag], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT image FROM tags WHERE name = ?1")
+        .and_then(|mut st| st.query_row([tag], |r| r.get(0)).optional())
         .map_err(Error::db("find tag"))?;
     s.map(|s| Ok(Digest::parse(&s)?)).transpose()
 }

@@ -40,9 +40,20 @@ impl Overlay2 {
             base,
             purpose,
         } = req;
+        // A size is what the uppers hold (as Docker's overlay2 DiffSize):
+        // deletions weigh nothing, so the base need not be mounted to see
+        // what they delete.
+        if purpose == WalkPurpose::Size
+            && !self.force_naive
+            && let Some(all) = uppers_until(chain, base.map(|b| &b[0].id))
+            && let Some(m) = self.try_native(st, all, None, purpose, f)?
+        {
+            return Ok(m);
+        }
         let base_view = base.map(|b| self.read_view(st, b)).transpose()?;
         let base_fd = base_view.as_ref().map(|v| v.fd());
         if !self.force_naive
+            && purpose != WalkPurpose::Size
             && let Some(all) = uppers_until(chain, base.map(|b| &b[0].id))
             && let Some(m) = self.try_native(st, all, base_fd, purpose, f)?
         {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use strata_core::DiffBase;
+use strata_core::{DiffBase, Digest};
 use strata_store::reference::{ago, format_time};
 use strata_store::{CommitOpts, ContainerRecord, Store};
 
@@ -39,6 +39,7 @@ pub enum ContainerCmd {
         name: String,
     },
     /// Drop one mount reference of a container
+    #[command(alias = "umount")]
     Unmount {
         /// The container
         name: String,
@@ -158,10 +159,12 @@ fn mounts(s: &Store, c: &ContainerRecord) -> u32 {
 
 /// What `ps` shows as the image: the reference it was made with while it
 /// still names that image (as Docker does), else the image's short ID.
-fn image_shown(s: &Store, c: &ContainerRecord) -> String {
-    match s.find_image(&c.image_ref) {
-        Ok(i) if i.id == c.image => c.image_ref.clone(),
-        _ => c.image.short().to_string(),
+/// `now_names` is what that reference names today.
+fn image_shown(c: &ContainerRecord, now_names: Option<&Digest>) -> String {
+    if now_names == Some(&c.image) {
+        c.image_ref.clone()
+    } else {
+        c.image.short().to_string()
     }
 }
 
@@ -189,7 +192,12 @@ fn keep(
     )
 }
 
-fn ps_row(s: &Store, c: &ContainerRecord, a: &PsArgs, now: i64) -> Result<Row> {
+fn ps_row(
+    s: &Store,
+    (c, named): (&ContainerRecord, Option<&Digest>),
+    a: &PsArgs,
+    now: i64,
+) -> Result<Row> {
     let n = mounts(s, c);
     let status = if n > 0 {
         format!("Mounted ({n})")
@@ -208,7 +216,7 @@ fn ps_row(s: &Store, c: &ContainerRecord, a: &PsArgs, now: i64) -> Result<Row> {
     } else {
         short(&c.id).to_string()
     };
-    let image = image_shown(s, c);
+    let image = image_shown(c, named);
     let mut ctx = BTreeMap::new();
     for (k, v) in [
         ("ID", id),
@@ -254,11 +262,17 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
             .transpose()
     };
     let bounds = (bound(&f.before)?, bound(&f.since)?);
-    let mut rows = Vec::new();
+    let mut kept = Vec::new();
     for c in s.containers()? {
         if keep(&s, &c, &f, bounds)? {
-            rows.push(ps_row(&s, &c, a, now)?);
+            kept.push(c);
         }
+    }
+    let refs: Vec<&str> = kept.iter().map(|c| c.image_ref.as_str()).collect();
+    let named = s.resolve_images(&refs)?;
+    let mut rows = Vec::with_capacity(kept.len());
+    for (c, n) in kept.iter().zip(&named) {
+        rows.push(ps_row(&s, (c, n.as_ref()), a, now)?);
     }
     let mut out = std::io::stdout().lock();
     if a.quiet {

@@ -26,15 +26,11 @@ impl<B: Backend> Layered<B> {
         rw: bool,
         fill: Option<Fill<'_, '_>>,
     ) -> Result<Option<ApplyStats>> {
-        let (depth, parent_chain) = {
+        let parent_chain = {
             let _l = self.state.lock()?;
-            let depth = self.state.check_new(id, parent)?;
-            let chain = match parent {
-                Some(p) => self.state.chain(p)?,
-                None => Vec::new(),
-            };
-            (depth, chain)
+            self.state.check_new(id, parent)?
         };
+        let depth = parent_chain.len() + 1;
         if let Some(max) = self.backend.capabilities().max_depth
             && depth > max
         {

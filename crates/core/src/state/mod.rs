@@ -280,8 +280,40 @@ impl DriverState {
     }
 
     /// Refuse a new layer whose id is taken or reserved, or whose parent
-    /// does not exist; returns the depth of the new layer's stack.
-    pub fn check_new(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<usize> {
+    /// does not exist; returns the parent's chain (parent first; empty
+    /// without a parent), whose length + 1 is the new layer's depth.
+    pub fn check_new(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<LayerMeta>> {
+        self.check_id_free(id, parent)?;
+        let Some(p) = parent else {
+            return Ok(Vec::new());
+        };
+        match self.chain(p) {
+            Ok(c) => Ok(c),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("parent layer {p}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`DriverState::check_new`] at publication, under the lock, after
+    /// the chain was read: the id is still free and the parent still
+    /// there (a parent's ancestors cannot go while it exists).
+    fn check_still_new(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<()> {
+        self.check_id_free(id, parent)?;
+        match parent {
+            Some(p) => match self.meta(p) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                    Err(Error::not_found(format!("parent layer {p}")))
+                }
+                Err(e) => Err(e),
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn check_id_free(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<()> {
         if self.reserved.contains(&id.as_str()) {
             return Err(Error::invalid(
                 format!("layer id {id}"),
@@ -293,20 +325,13 @@ impl DriverState {
                 what: format!("layer {id}"),
             });
         }
-        let Some(p) = parent else { return Ok(1) };
-        if p == id {
+        if parent == Some(id) {
             return Err(Error::invalid(
-                format!("parent {p}"),
+                format!("parent {id}"),
                 "a layer cannot be its own parent",
             ));
         }
-        match self.chain(p) {
-            Ok(c) => Ok(c.len() + 1),
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                Err(Error::not_found(format!("parent layer {p}")))
-            }
-            Err(e) => Err(e),
-        }
+        Ok(())
     }
 
     /// Make a finished staging directory the layer `meta.id`: under the
@@ -319,7 +344,7 @@ impl DriverState {
     /// without metadata).
     pub fn commit(&self, staging: &Path, meta: &LayerMeta, durable: bool) -> Result<()> {
         let _l = self.lock()?;
-        self.check_new(&meta.id, meta.parent.as_ref())?;
+        self.check_still_new(&meta.id, meta.parent.as_ref())?;
         if durable {
             self.write_meta(meta)?;
         } else {
@@ -403,7 +428,7 @@ impl DriverState {
             ));
         }
         self.check_removable(id)?;
-        self.check_new(&new_meta.id, meta.parent.as_ref())?;
+        self.check_still_new(&new_meta.id, meta.parent.as_ref())?;
         let intent = self.new_temp(&format!("commit-{id}"))?;
         fsx::mkdir_p(&intent.path, 0o700).ctx("create", &intent.path)?;
         let src = self.layer_path(id);

@@ -219,8 +219,10 @@ impl Store {
             _ => self.driver.create(&id, parent_layer.as_ref(), &o),
         };
         let specs = made.and_then(|()| self.driver.mount_specs(&id));
+        // an empty layer (not synced by the driver either): its `ready`
+        // mark need not be synced, losing it rolls the snapshot back
         let done = specs.map_err(Error::from).and_then(|specs| {
-            self.db.write("record snapshot", |tx| {
+            self.db.write_lazy("record snapshot", |tx| {
                 rows::set_state(tx, key, State::Ready)
             })?;
             Ok(specs)
