@@ -16,7 +16,7 @@ impl Store {
     }
 
     /// Store a blob (config, manifest) under its digest.
-    pub fn put_blob(&self, data: &[u8]) -> Result<Digest> {
+    pub(crate) fn put_blob(&self, data: &[u8]) -> Result<Digest> {
         let d = Digest::of(data);
         let p = self.blob_path(&d);
         if !p.exists() {

@@ -16,7 +16,9 @@ pub struct ImageMeta {
     pub created: Option<i64>,
     /// `created` as written.
     pub created_text: Option<String>,
+    /// `os` (e.g. `linux`).
     pub os: Option<String>,
+    /// `architecture` (e.g. `amd64`).
     pub architecture: Option<String>,
 }
 

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS layers (
 );
 CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
 CREATE INDEX IF NOT EXISTS layers_blob ON layers(blob_digest);
+CREATE INDEX IF NOT EXISTS layers_removing ON layers(removing) WHERE removing != 0;
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     manifest TEXT,
@@ -86,6 +87,7 @@ CREATE TABLE IF NOT EXISTS containers (
     removing INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
+CREATE INDEX IF NOT EXISTS containers_removing ON containers(removing) WHERE removing != 0;
 CREATE TABLE IF NOT EXISTS snapshots (
     key TEXT PRIMARY KEY,
     parent TEXT,
@@ -98,6 +100,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     origin TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+CREATE INDEX IF NOT EXISTS snapshots_unfinished ON snapshots(state) WHERE state != 'ready';
 CREATE TABLE IF NOT EXISTS blob_sources (
     digest TEXT NOT NULL,
     registry TEXT NOT NULL,

@@ -44,15 +44,20 @@ pub enum Error {
     /// A system call on a path of the store failed.
     #[error("{op} {}: {err}", strata_core::error::Name::of_path(path))]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The path it was done on.
         path: PathBuf,
+        /// What the system said.
         err: std::io::Error,
     },
 
     /// The metadata database refused.
     #[error("store database ({op}): {err}")]
     Db {
+        /// The store operation.
         op: &'static str,
+        /// What SQLite said.
         err: rusqlite::Error,
     },
 
@@ -78,70 +83,132 @@ pub enum Error {
 
     /// A snapshot operation refused in the snapshot's current state.
     #[error("snapshot {key:?} {reason}")]
-    SnapshotState { key: String, reason: String },
+    SnapshotState {
+        /// The snapshot's key.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
 
     /// A snapshot request that does not make sense.
     #[error("invalid {what}: {reason}")]
-    BadSnapshotInput { what: String, reason: String },
+    BadSnapshotInput {
+        /// The input (a key, a parent, a field).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// An ID prefix matches several images or containers.
     #[error("{what} ID prefix {prefix} is ambiguous ({count} match)")]
     Ambiguous {
+        /// `image` or `container`.
         what: &'static str,
+        /// The prefix given.
         prefix: String,
+        /// How many match it.
         count: usize,
     },
 
     /// A container name is taken.
     #[error("Conflict. The container name \"{name}\" is already in use")]
-    NameInUse { name: String },
+    NameInUse {
+        /// The name.
+        name: String,
+    },
 
     /// An image cannot go while containers use it.
     #[error("conflict: unable to delete {image} - image is being used by container {containers}")]
-    ImageInUse { image: String, containers: String },
+    ImageInUse {
+        /// The image.
+        image: String,
+        /// The containers using it.
+        containers: String,
+    },
 
     /// A refusal that `--force` overrides (Docker's wording in `reason`).
     #[error("conflict: {reason}")]
-    MustForce { reason: String },
+    MustForce {
+        /// Why, in Docker's words.
+        reason: String,
+    },
 
     /// Mounted, so not removable now.
     #[error("{what} is mounted ({count} references); unmount it first or use --force")]
-    Mounted { what: String, count: u32 },
+    Mounted {
+        /// The container or layer.
+        what: String,
+        /// Its mount references.
+        count: u32,
+    },
 
     /// A driver layer belongs to an image or container of the store.
     #[error("layer {layer} is used by {by}; remove that first (or use --force)")]
-    LayerInUse { layer: String, by: String },
+    LayerInUse {
+        /// The driver layer.
+        layer: String,
+        /// The image or container using it.
+        by: String,
+    },
 
     /// A reference (name, tag, digest) that does not follow the grammar.
     #[error("invalid reference format {reference:?}: {reason}")]
-    BadReference { reference: String, reason: String },
+    BadReference {
+        /// The reference given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A container or tag name that is not allowed.
     #[error("invalid name {name:?}: {reason}")]
-    BadName { name: String, reason: String },
+    BadName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A blob's content does not match the digest it is known by.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
+        /// The blob (a layer, a config, a manifest).
         what: String,
+        /// The digest it is known by.
         expected: String,
+        /// The digest of what was read.
         actual: String,
     },
 
     /// An error while reading one layer blob: names it.
     #[error("layer {what}: {inner}")]
-    InLayer { what: String, inner: Box<Error> },
+    InLayer {
+        /// The layer (its digest or place in the image).
+        what: String,
+        /// The error.
+        inner: Box<Error>,
+    },
 
     /// An image archive or layout that cannot be imported.
     #[error(
         "{} is not an image archive Strata can read (docker-archive, OCI layout or OCI archive): {reason}",
         strata_core::error::Name::of_path(path)
     )]
-    BadArchive { path: PathBuf, reason: String },
+    BadArchive {
+        /// The archive or layout.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// Stored metadata that does not make sense.
     #[error("corrupt store metadata ({what}): {reason}")]
-    Corrupt { what: String, reason: String },
+    Corrupt {
+        /// The record or file.
+        what: String,
+        /// What does not make sense.
+        reason: String,
+    },
 
     /// A broken invariant of the store (a bug).
     #[error("internal error of the store: {0}")]

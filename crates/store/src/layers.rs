@@ -189,6 +189,7 @@ impl Store {
         if let Some(d) = input.diff
             && let Some(l) = self.layer(&Digest::chain(parent, d))?
         {
+            tracing::info!(chain_id = %l.chain_id, "layer already stored");
             return Ok((l, true));
         }
         let parent_cache = match parent {
@@ -253,6 +254,7 @@ impl Store {
             blob: None,
             removing: false,
         };
+        tracing::info!(chain_id = %rec.chain_id, cache_id = %rec.cache_id, size = rec.size, "registering a layer");
         self.publish_layer(rec, kept, media.as_deref(), pending)
     }
 

@@ -29,6 +29,7 @@
 // The store keeps its own records, blobs and lock files by path; it never
 // opens layer contents by path (those go through the driver).
 #![allow(clippy::disallowed_methods)]
+#![deny(missing_docs)]
 
 mod blobs;
 mod check;
@@ -45,6 +46,7 @@ mod migrate;
 mod records;
 mod recovery;
 pub mod reference;
+mod refgrammar;
 pub mod snapshots;
 pub mod tarsplit;
 mod usage;

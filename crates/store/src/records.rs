@@ -185,6 +185,32 @@ pub fn layers(c: &Connection) -> Result<Vec<LayerRecord>> {
     tolerant("layer", rows)
 }
 
+/// The layers marked as being removed (what recovery finishes).
+pub fn removing_layers(c: &Connection) -> Result<Vec<LayerRecord>> {
+    let mut st = c
+        .prepare(&format!(
+            "SELECT {LAYER_COLS} FROM layers WHERE removing != 0 ORDER BY chain_id"
+        ))
+        .map_err(Error::db("list layers"))?;
+    let rows = st
+        .query_map([], layer_row)
+        .map_err(Error::db("list layers"))?;
+    tolerant("layer", rows)
+}
+
+/// The containers marked as being removed (what recovery finishes).
+pub fn removing_containers(c: &Connection) -> Result<Vec<ContainerRecord>> {
+    let mut st = c
+        .prepare(&format!(
+            "SELECT {CONTAINER_COLS} FROM containers WHERE removing != 0 ORDER BY id"
+        ))
+        .map_err(Error::db("list containers"))?;
+    let rows = st
+        .query_map([], container_row)
+        .map_err(Error::db("list containers"))?;
+    tolerant("container", rows)
+}
+
 /// Record a layer.
 pub fn insert_layer(c: &Connection, l: &LayerRecord) -> Result<()> {
     let b = l.blob.as_ref();

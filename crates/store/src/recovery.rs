@@ -72,7 +72,12 @@ impl Store {
 
     /// Removals a crash interrupted.
     fn finish_removals(&self, r: &mut CheckReport) -> Result<()> {
-        for l in self.layers()?.into_iter().filter(|l| l.removing) {
+        // one indexed query each when nothing is pending: every command
+        // opens the store, and this must not grow with the store
+        let layers = self
+            .db
+            .read("list removals", |tx| records::removing_layers(tx))?;
+        for l in layers {
             match self.delete_layer(&l) {
                 Ok(()) => r
                     .repaired
@@ -82,7 +87,10 @@ impl Store {
                     .push(format!("layer {} is half removed: {e}", l.chain_id)),
             }
         }
-        for c in self.containers()?.into_iter().filter(|c| c.removing) {
+        let containers = self
+            .db
+            .read("list removals", |tx| records::removing_containers(tx))?;
+        for c in containers {
             let removed = Self::container_layer(&c).and_then(|id| self.remove_driver_layer(&id));
             match removed {
                 Ok(_) => {

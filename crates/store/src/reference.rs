@@ -1,8 +1,9 @@
 //! Names (`repository:tag`, `repository@digest`), container names, and
 //! times as Docker shows them.
 //!
-//! References follow the distribution grammar through `oci-spec` (Docker's
-//! regular expression and its `docker.io/library/` normalisation), with the
+//! References follow the distribution grammar (checked by hand in
+//! `refgrammar`, as oci-spec's regular expression does, without its cost;
+//! Docker's `docker.io/library/` normalisation), with the
 //! checks Docker's `ParseNormalizedNamed` adds: a registry host must be a
 //! host name (`ex_ample.com/x` is refused), and a bare 64-hex string is an
 //! image ID, not a name. Tags are stored and shown in Docker's familiar
@@ -12,7 +13,7 @@
 //! Times are RFC 3339 through `jiff`; a malformed time is `None` (shown as
 //! the text it was), never a panic.
 
-use oci_spec::distribution::Reference;
+use crate::refgrammar::Reference;
 
 use crate::error::{Error, Result};
 
@@ -65,7 +66,7 @@ fn parse(r: &str) -> Result<Reference> {
             "a 64-character hexadecimal string is an image ID, not a name",
         ));
     }
-    let parsed = Reference::try_from(r).map_err(|e| bad(r, e.to_string()))?;
+    let parsed = Reference::parse(r).map_err(|e| bad(r, e.to_string()))?;
     if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(bad(
             r,

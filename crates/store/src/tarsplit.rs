@@ -33,6 +33,7 @@ impl<W: Write> std::fmt::Debug for SplitWriter<W> {
 }
 
 impl<W: Write> SplitWriter<W> {
+    /// A tar-split written (zstd-compressed) to `w`.
     pub fn new(w: W) -> io::Result<Self> {
         let mut enc = zstd::stream::write::Encoder::new(w, 3)?;
         enc.write_all(MAGIC)?;
@@ -53,6 +54,7 @@ impl<W: Write> SplitWriter<W> {
         Ok(())
     }
 
+    /// End the tar-split; returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_raw()?;
         self.enc.write_all(b"E")?;

@@ -34,7 +34,9 @@ pub struct DiskUsage {
 /// One image's usage.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageUsage {
+    /// The image ID.
     pub id: Digest,
+    /// Its tags.
     pub repo_tags: Vec<String>,
     /// From its config (seconds), when it says.
     pub created: Option<i64>,
@@ -51,8 +53,11 @@ pub struct ImageUsage {
 /// One container's usage.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerUsage {
+    /// The container ID.
     pub id: String,
+    /// Its name.
     pub name: String,
+    /// The image it was made from.
     pub image: Digest,
     /// Bytes of its own changes (0 when not asked for).
     pub size_rw: u64,
@@ -119,6 +124,11 @@ fn layer_totals(tx: &rusqlite::Connection) -> Result<(usize, u64, usize, u64)> {
 }
 
 impl Store {
+    /// How many containers each image has (by image ID), in one query.
+    pub fn containers_per_image(&self) -> Result<HashMap<String, usize>> {
+        self.db.read("count containers", |tx| container_counts(tx))
+    }
+
     /// Disk usage; with `with_containers_size`, each container's own
     /// changes are measured (one driver `diff_size` each).
     pub fn disk_usage(&self, with_containers_size: bool) -> Result<DiskUsage> {

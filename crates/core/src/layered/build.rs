@@ -40,6 +40,7 @@ impl<B: Backend> Layered<B> {
                 driver: self.backend.name().into(),
             });
         }
+        let started = std::time::Instant::now();
         let held = self.state.new_staging(id)?;
         let staging = held.path.clone();
         let mut meta = LayerMeta::new(id, parent, rw);
@@ -64,6 +65,18 @@ impl<B: Backend> Layered<B> {
             if !rw {
                 self.backend
                     .set_read_only(&self.state.layer_path(id), true)?;
+            }
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            match &stats {
+                Some(s) => tracing::info!(
+                    layer = %id, parent = ?parent.map(|p| p.as_str()), entries = s.entries,
+                    bytes = s.tar_bytes, diff_id = %s.diff_id, ms = format_args!("{ms:.1}"),
+                    "applied a layer"
+                ),
+                None => tracing::info!(
+                    layer = %id, parent = ?parent.map(|p| p.as_str()), rw,
+                    ms = format_args!("{ms:.1}"), "created a layer"
+                ),
             }
             Ok(stats)
         })();
@@ -156,6 +169,7 @@ impl<B: Backend> Layered<B> {
             #[allow(clippy::disallowed_methods)] // our mount point, not layer content
             let _ = std::fs::remove_dir(p);
         }
+        tracing::info!(layer = %id, now = %new_id, "committed a read-write layer in place");
         Ok(())
     }
 
@@ -170,6 +184,12 @@ impl<B: Backend> Layered<B> {
             let _ = std::fs::remove_dir(p);
         }
         self.backend.forget(&self.state, &meta);
-        self.backend.destroy(&trash.path)
+        let started = std::time::Instant::now();
+        let r = self.backend.destroy(&trash.path);
+        tracing::info!(
+            layer = %id, ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "removed a layer"
+        );
+        r
     }
 }

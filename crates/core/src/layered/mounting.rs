@@ -19,8 +19,14 @@ impl<B: Backend> Layered<B> {
             MountPoint::Direct(p) => p,
             MountPoint::At(t) => {
                 if n == 0 || !mounts::is_mounted(&t).ctx("read mounts", &t)? {
+                    let started = std::time::Instant::now();
                     fsx::mkdir_p(&t, 0o755).ctx("create mount point", &t)?;
                     self.backend.mount(&self.state, &chain, &t)?;
+                    tracing::info!(
+                        layer = %id, layers = chain.len(), at = %t.display(),
+                        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                        "mounted"
+                    );
                 }
                 t
             }
@@ -41,6 +47,7 @@ impl<B: Backend> Layered<B> {
             && let MountPoint::At(t) = self.backend.mount_point(&self.state, &meta)
         {
             mounts::unmount_path(&t).ctx("unmount", &t)?;
+            tracing::info!(layer = %id, at = %t.display(), "unmounted");
             #[allow(clippy::disallowed_methods)] // our mount point, not layer content
             let _ = std::fs::remove_dir(&t);
         }

@@ -8,6 +8,7 @@
 //! .lock              flock(2) guarding every change of the state below
 //! .meta/ID.json      parent, rw flag, creation time (written atomically)
 //! .mounts/ID         mount reference count (absent = not mounted)
+//! .kids/PARENT/ID    the index of children (see `kids`)
 //! .staging/NAME.*    layers being built, in-place commits (held while live)
 //! .trash/ID.*        layers being removed (held while live)
 //! LAYERS/ID          the layer itself (driver-specific content)
@@ -20,6 +21,7 @@
 //! removes what dead operations left (see [`recover`]).
 
 mod held;
+mod kids;
 pub mod recover;
 
 use std::collections::BTreeMap;
@@ -128,6 +130,7 @@ impl DriverState {
             layers.to_path_buf(),
             home.join(".meta"),
             home.join(".mounts"),
+            home.join(".kids"),
             home.join(".staging"),
             home.join(".trash"),
         ] {
@@ -140,6 +143,10 @@ impl DriverState {
             layers: layers.to_path_buf(),
             reserved,
             metas: std::sync::Mutex::default(),
+        })
+        .and_then(|st| {
+            st.index_kids()?;
+            Ok(st)
         })
     }
 
@@ -251,16 +258,6 @@ impl DriverState {
         Ok(out)
     }
 
-    /// The layers whose parent is `id`.
-    pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|m| m.parent.as_ref() == Some(id))
-            .map(|m| m.id)
-            .collect())
-    }
-
     /// The layer and its ancestors, the layer first.
     pub fn chain(&self, id: &LayerId) -> Result<Vec<LayerMeta>> {
         let mut out: Vec<LayerMeta> = Vec::new();
@@ -345,6 +342,9 @@ impl DriverState {
     pub fn commit(&self, staging: &Path, meta: &LayerMeta, durable: bool) -> Result<()> {
         let _l = self.lock()?;
         self.check_still_new(&meta.id, meta.parent.as_ref())?;
+        if let Some(p) = &meta.parent {
+            self.add_kid(p, &meta.id)?;
+        }
         if durable {
             self.write_meta(meta)?;
         } else {
@@ -373,11 +373,13 @@ impl DriverState {
     pub fn begin_remove(&self, id: &LayerId, unseal: &dyn Fn(&Path) -> Result<()>) -> Result<Held> {
         let _l = self.lock()?;
         self.check_removable(id)?;
+        let parent = self.meta(id)?.parent;
         let t = self.new_trash(id)?;
         let src = self.layer_path(id);
         unseal(&src)?;
         std::fs::rename(&src, &t.path).ctx("move layer to trash", &src)?;
         self.remove_meta(id)?;
+        self.drop_kid(parent.as_ref(), id);
         self.set_mount_count(id, 0)?;
         fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
         Ok(t)
@@ -432,6 +434,9 @@ impl DriverState {
         let intent = self.new_temp(&format!("commit-{id}"))?;
         fsx::mkdir_p(&intent.path, 0o700).ctx("create", &intent.path)?;
         let src = self.layer_path(id);
+        if let Some(p) = &new_meta.parent {
+            self.add_kid(p, &new_meta.id)?;
+        }
         self.write_meta(new_meta)?;
         let dst = self.layer_path(&new_meta.id);
         if let Err(e) = std::fs::rename(&src, &dst) {
@@ -439,6 +444,7 @@ impl DriverState {
             return Err(Error::io("rename committed layer", &dst, e));
         }
         self.remove_meta(id)?;
+        self.drop_kid(meta.parent.as_ref(), id);
         fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
         finish(&dst)?;
         let _ = std::fs::remove_dir(&intent.path);

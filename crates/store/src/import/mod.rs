@@ -34,17 +34,38 @@ use crate::{Store, config, now, reference};
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A layer will be read (short digest, bytes).
-    Layer { short: String, size: u64 },
+    Layer {
+        /// The layer's short digest.
+        short: String,
+        /// Its size in bytes, as the archive says.
+        size: u64,
+    },
     /// Bytes of a layer read so far.
-    Progress { short: String, done: u64, size: u64 },
+    Progress {
+        /// The layer's short digest.
+        short: String,
+        /// Bytes read.
+        done: u64,
+        /// Bytes in all.
+        size: u64,
+    },
     /// The layer is stored already.
-    AlreadyExists { short: String },
+    AlreadyExists {
+        /// The layer's short digest.
+        short: String,
+    },
     /// The layer is stored.
-    Complete { short: String },
+    Complete {
+        /// The layer's short digest.
+        short: String,
+    },
     /// The image is stored: its digest (manifest, or config) and tags.
     Done {
+        /// The manifest's digest (the config's when there is no manifest).
         digest: Digest,
+        /// The image ID (its config's digest).
         id: Digest,
+        /// The tags it was given.
         tags: Vec<String>,
     },
 }

@@ -29,8 +29,11 @@ const MAX_DEPTH: usize = 8;
 /// A platform: `os/architecture[/variant]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
+    /// The operating system (`linux`).
     pub os: String,
+    /// The architecture, as OCI names it (`amd64`, `arm64`).
     pub architecture: String,
+    /// The variant (`v7`, `v8`), when there is one.
     pub variant: Option<String>,
 }
 

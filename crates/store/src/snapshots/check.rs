@@ -15,8 +15,8 @@ impl Store {
     /// Recovery of snapshot rows an interrupted operation left (called
     /// with the gc lock held).
     pub(crate) fn recover_snapshots(&self, r: &mut crate::CheckReport) -> Result<()> {
-        let rows = self.db.read("list snapshots", |tx| rows::all(tx))?;
-        for row in rows.into_iter().filter(|r| r.state != State::Ready) {
+        let rows = self.db.read("list snapshots", |tx| rows::unfinished(tx))?;
+        for row in rows {
             let key = row.info.key.clone();
             let id = layer_id(&row)?;
             match row.state {

@@ -99,6 +99,18 @@ pub(crate) fn all(c: &Connection) -> Result<Vec<SnapshotRow>> {
     rows.into_iter().map(finish).collect()
 }
 
+/// The rows of operations that did not finish (state other than ready).
+pub(crate) fn unfinished(c: &Connection) -> Result<Vec<SnapshotRow>> {
+    let q = format!("SELECT {COLUMNS} FROM snapshots WHERE state != 'ready' ORDER BY key");
+    let mut st = c.prepare(&q).map_err(Error::db("list snapshots"))?;
+    let rows = st
+        .query_map([], from_row)
+        .map_err(Error::db("list snapshots"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(Error::db("list snapshots"))?;
+    rows.into_iter().map(finish).collect()
+}
+
 /// Keys of the snapshots whose parent is `key`.
 pub(crate) fn children(c: &Connection, key: &str) -> Result<Vec<String>> {
     let mut st = c

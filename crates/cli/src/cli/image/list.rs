@@ -180,10 +180,7 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut containers: HashMap<String, usize> = HashMap::new();
-    for c in s.containers()? {
-        *containers.entry(c.image.to_string()).or_default() += 1;
-    }
+    let containers = s.containers_per_image()?;
     let cols = if a.digests { COLS_DIGESTS } else { COLS };
     format::print_rows(
         &mut out,
