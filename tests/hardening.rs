@@ -415,3 +415,133 @@ fn one_garbled_record_does_not_brick_the_root() {
     e.ok(&["images"]);
     e.ok(&["ps"]);
 }
+
+/// Rewrite a layout's index.json: its one manifest entry as `entries`
+/// copies, each with `platform` when given.
+fn reindex(dir: &Path, entries: usize, platform: Option<serde_json::Value>) -> serde_json::Value {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut m = idx["manifests"][0].clone();
+    if let Some(p) = platform {
+        m["platform"] = p;
+    }
+    let all: Vec<_> = (0..entries).map(|_| m.clone()).collect();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": all})).unwrap(),
+    )
+    .unwrap();
+    m
+}
+
+/// An index whose entries are all of foreign platforms is refused as
+/// Docker and containerd refuse it, unless `--platform` picks one; in an
+/// index of several platforms under one name the host's is taken.
+#[test]
+fn foreign_platforms_are_refused_unless_asked_for() {
+    let e = Env::new(driver());
+    let t = layer::tar(&[file("arm", "64")]);
+    let mut cfg = config("2024-01-01T00:00:00Z", "x", &t);
+    cfg["architecture"] = "arm64".into();
+    let arm = e.scratch.path().join("arm");
+    layout(&arm, cfg, std::slice::from_ref(&t));
+    let arm_entry = reindex(
+        &arm,
+        1,
+        Some(serde_json::json!({"os": "linux", "architecture": "arm64"})),
+    );
+    let host = strata_store::import::Platform::host().to_string();
+    let err = e.fails(&["image", "load", "-i", arm.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("no matching manifest for {host}")),
+        "{err}"
+    );
+    assert!(
+        e.ok(&["images", "-q"]).trim().is_empty(),
+        "nothing is loaded"
+    );
+    e.ok(&[
+        "image",
+        "load",
+        "-i",
+        arm.to_str().unwrap(),
+        "--platform",
+        "linux/arm64",
+    ]);
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
+
+    // amd64 and arm64 under one name: the tag lands on the host's
+    let both = e.scratch.path().join("both");
+    let t2 = layer::tar(&[file("amd", "64")]);
+    layout(
+        &both,
+        config("2024-01-01T00:00:00Z", "y", &t2),
+        std::slice::from_ref(&t2),
+    );
+    let mut amd_entry = reindex(
+        &both,
+        1,
+        Some(serde_json::json!({"os": "linux", "architecture": "amd64"})),
+    );
+    for b in std::fs::read_dir(arm.join("blobs/sha256")).unwrap() {
+        let b = b.unwrap();
+        std::fs::copy(b.path(), both.join("blobs/sha256").join(b.file_name())).unwrap();
+    }
+    let mut arm_named = arm_entry.clone();
+    arm_named["annotations"] =
+        serde_json::json!({"org.opencontainers.image.ref.name": "example.com/multi:1"});
+    amd_entry["annotations"] = arm_named["annotations"].clone();
+    std::fs::write(
+        both.join("index.json"),
+        serde_json::to_vec(
+            &serde_json::json!({"schemaVersion": 2, "manifests": [arm_named, amd_entry]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let e2 = Env::new(driver());
+    e2.ok(&["image", "load", "-i", both.to_str().unwrap()]);
+    assert_eq!(
+        e2.ok(&["images", "-q"]).lines().count(),
+        1,
+        "only the host's image"
+    );
+    let arch = e2.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}}",
+        "example.com/multi:1",
+    ]);
+    assert_eq!(arch.trim(), "amd64");
+}
+
+/// An index listing one manifest many times costs one config in memory,
+/// not one per entry (a 16 MiB config, listed 40 times).
+#[test]
+fn repeated_index_entries_cost_one_config() {
+    let e = Env::new(driver());
+    let t = layer::tar(&[file("f", "x")]);
+    let mut cfg = config("2024-01-01T00:00:00Z", "x", &t);
+    cfg["config"] = serde_json::json!({"Labels": {"pad": "p".repeat(16 << 20)}});
+    let l = e.scratch.path().join("l");
+    layout(&l, cfg, std::slice::from_ref(&t));
+    reindex(&l, 1, None);
+    let (ok1, err1, once) = measured(&e, &["image", "load", "-i", l.to_str().unwrap()], |_| {});
+    assert!(ok1, "{err1}");
+    let id = e.ok(&["images", "-q"]).trim().to_string();
+    e.ok(&["image", "rm", &id]);
+    reindex(&l, 40, None);
+    let (ok40, err40, forty) = measured(&e, &["image", "load", "-i", l.to_str().unwrap()], |_| {});
+    assert!(ok40, "{err40}");
+    eprintln!(
+        "peak RSS: 1 entry {} MiB, 40 entries {} MiB",
+        once / 1024,
+        forty / 1024
+    );
+    assert!(
+        forty < once * 3 / 2,
+        "40 entries: {forty} KiB, 1 entry: {once} KiB"
+    );
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
+}

@@ -98,7 +98,14 @@ impl Store {
             rep.problems.extend(f.problems);
             return Ok(rep);
         }
-        for a in &f.actions {
+        // containers and images first, then layers children first
+        let mut actions: Vec<&Action> = f.actions.iter().collect();
+        actions.sort_by_key(|a| match a {
+            Action::DropLayer(c) => (1, usize::MAX - g.driver_depth(c)),
+            Action::Unmount(_) => (2, 0),
+            _ => (0, 0),
+        });
+        for a in actions {
             if opts.dry_run {
                 rep.repaired.push(format!("would {}", a.describe()));
                 continue;
@@ -163,10 +170,13 @@ impl Store {
                     return Ok(());
                 };
                 let id = Self::cache_id(&l.cache_id)?;
-                if g.driver.contains_key(&id)
-                    && !g.driver.values().any(|d| d.parent.as_ref() == Some(&id))
-                {
-                    self.remove_driver_layer(&id)?;
+                match self.remove_driver_layer(&id) {
+                    Ok(_) => {}
+                    // another driver layer sits on it: the driver layer
+                    // stays (outside the store), the broken record goes
+                    Err(crate::Error::Driver(e))
+                        if e.kind() == strata_core::ErrorKind::HasChildren => {}
+                    Err(e) => return Err(e),
                 }
                 self.finish_layer_removal(l)
             }
@@ -194,7 +204,63 @@ impl Graph {
         }
         self.check_outside(&mut f);
         self.check_mounts(s, &mut f)?;
+        self.sweep(&mut f);
         Ok(f)
+    }
+
+    /// Broken layers that no image left after this repair reaches (through
+    /// its layers and their parents) go in the same pass, so that a repair
+    /// converges at once: the layers of a dropped image, a parent cycle.
+    fn sweep(&self, f: &mut Findings) {
+        let dropped: BTreeSet<Digest> = f
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DropImage(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut live: BTreeSet<&Digest> = BTreeSet::new();
+        let mut todo: Vec<&Digest> = self
+            .images
+            .iter()
+            .filter(|i| !dropped.contains(&i.id))
+            .flat_map(|i| i.layers.iter())
+            .collect();
+        while let Some(c) = todo.pop() {
+            if live.insert(c)
+                && let Some(p) = self.layers.get(c).and_then(|l| l.parent.as_ref())
+            {
+                todo.push(p);
+            }
+        }
+        let dead: Vec<Digest> = f
+            .broken_layers
+            .iter()
+            .filter(|c| !live.contains(c))
+            .cloned()
+            .collect();
+        for c in dead {
+            f.actions.insert(Action::DropLayer(c));
+        }
+    }
+
+    /// How deep a recorded layer's driver layer sits (its driver chain),
+    /// so that repairs remove children before their parents.
+    fn driver_depth(&self, c: &Digest) -> usize {
+        let mut n = 0;
+        let mut cur = self
+            .layers
+            .get(c)
+            .and_then(|l| LayerId::new(l.cache_id.clone()).ok());
+        while let Some(id) = cur {
+            n += 1;
+            if n > self.driver.len() {
+                break; // a driver cycle: reported elsewhere
+            }
+            cur = self.driver.get(&id).and_then(|d| d.parent.clone());
+        }
+        n
     }
 
     /// Is a layer record used: by an image, or as another record's parent?
