@@ -268,6 +268,18 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// All layers, sorted by id.
     fn layers(&self) -> Result<Vec<LayerInfo>>;
 
+    /// The mount counts of the layers that are mounted (absent: 0), read
+    /// at once: what a listing of many layers asks, without reading every
+    /// layer's metadata.
+    fn mount_counts(&self) -> Result<std::collections::HashMap<LayerId, u32>> {
+        Ok(self
+            .layers()?
+            .into_iter()
+            .filter(|l| l.mount_count > 0)
+            .map(|l| (l.id, l.mount_count))
+            .collect())
+    }
+
     /// Key/value pairs describing the driver and its root.
     fn status(&self) -> Pairs;
 

@@ -189,7 +189,7 @@ pub fn layers(c: &Connection) -> Result<Vec<LayerRecord>> {
 pub fn removing_layers(c: &Connection) -> Result<Vec<LayerRecord>> {
     let mut st = c
         .prepare(&format!(
-            "SELECT {LAYER_COLS} FROM layers WHERE removing != 0 ORDER BY chain_id"
+            "SELECT {LAYER_COLS} FROM layers WHERE removing != 0"
         ))
         .map_err(Error::db("list layers"))?;
     let rows = st
@@ -202,7 +202,7 @@ pub fn removing_layers(c: &Connection) -> Result<Vec<LayerRecord>> {
 pub fn removing_containers(c: &Connection) -> Result<Vec<ContainerRecord>> {
     let mut st = c
         .prepare(&format!(
-            "SELECT {CONTAINER_COLS} FROM containers WHERE removing != 0 ORDER BY id"
+            "SELECT {CONTAINER_COLS} FROM containers WHERE removing != 0"
         ))
         .map_err(Error::db("list containers"))?;
     let rows = st

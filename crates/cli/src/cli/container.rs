@@ -192,13 +192,19 @@ fn keep(
     )
 }
 
-fn ps_row(
-    s: &Store,
-    (c, named): (&ContainerRecord, Option<&Digest>),
-    a: &PsArgs,
-    now: i64,
-) -> Result<Row> {
-    let n = mounts(s, c);
+/// What a `ps` row needs beside its container: the image its reference
+/// names now, and the mounted layers' counts.
+struct PsCtx<'a> {
+    named: Option<&'a Digest>,
+    counts: &'a std::collections::HashMap<strata_core::LayerId, u32>,
+}
+
+fn ps_row(s: &Store, c: &ContainerRecord, x: PsCtx<'_>, a: &PsArgs, now: i64) -> Result<Row> {
+    let named = x.named;
+    let n = Store::container_layer(c)
+        .ok()
+        .and_then(|id| x.counts.get(&id).copied())
+        .unwrap_or(0);
     let status = if n > 0 {
         format!("Mounted ({n})")
     } else {
@@ -270,9 +276,14 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
     }
     let refs: Vec<&str> = kept.iter().map(|c| c.image_ref.as_str()).collect();
     let named = s.resolve_images(&refs)?;
+    let counts = s.driver().mount_counts()?;
     let mut rows = Vec::with_capacity(kept.len());
     for (c, n) in kept.iter().zip(&named) {
-        rows.push(ps_row(&s, (c, n.as_ref()), a, now)?);
+        let x = PsCtx {
+            named: n.as_ref(),
+            counts: &counts,
+        };
+        rows.push(ps_row(&s, c, x, a, now)?);
     }
     let mut out = std::io::stdout().lock();
     if a.quiet {

@@ -398,6 +398,19 @@ impl<B: Backend> Driver for Layered<B> {
         Ok(self.state.list()?.iter().map(|m| self.info(m)).collect())
     }
 
+    fn mount_counts(&self) -> Result<std::collections::HashMap<LayerId, u32>> {
+        Ok(self
+            .state
+            .mounted_ids()?
+            .into_iter()
+            .map(|id| {
+                let n = self.state.mount_count(&id);
+                (id, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
     fn status(&self) -> Pairs {
         let layers = self.state.list().map(|l| l.len()).unwrap_or(0);
         let mut v: Pairs = vec![

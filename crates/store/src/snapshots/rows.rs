@@ -101,7 +101,7 @@ pub(crate) fn all(c: &Connection) -> Result<Vec<SnapshotRow>> {
 
 /// The rows of operations that did not finish (state other than ready).
 pub(crate) fn unfinished(c: &Connection) -> Result<Vec<SnapshotRow>> {
-    let q = format!("SELECT {COLUMNS} FROM snapshots WHERE state != 'ready' ORDER BY key");
+    let q = format!("SELECT {COLUMNS} FROM snapshots WHERE state != 'ready'");
     let mut st = c.prepare(&q).map_err(Error::db("list snapshots"))?;
     let rows = st
         .query_map([], from_row)
