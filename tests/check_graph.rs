@@ -179,3 +179,44 @@ fn repair_converges_in_one_pass() {
     let left: Vec<_> = metas(&e).into_iter().map(|(p, _)| p).collect();
     assert!(left.is_empty(), "driver layers leaked: {left:?}");
 }
+
+/// A driver layer whose metadata is garbled is reported, and `--repair`
+/// sets it aside with its content (never deletes it); the rest of the
+/// root keeps working and checks clean after one pass.
+#[test]
+fn garbled_metadata_is_set_aside_not_deleted() {
+    let e = loaded();
+    let t = strata_conformance::layer::tar(&[strata_conformance::layer::file("kept", "data")]);
+    let tarfile = e.scratch.path().join("l.tar");
+    std::fs::write(&tarfile, &t).unwrap();
+    e.ok(&["layer", "apply", "victim", tarfile.to_str().unwrap()]);
+    let meta = e.root.join(e.driver).join(".meta/victim.json");
+    std::fs::write(&meta, b"{ truncated").unwrap();
+    let (ok, out) = check(&e, &[]);
+    assert!(
+        !ok && out.contains("driver layer victim: its metadata cannot be read"),
+        "{out}"
+    );
+    let (_, dry) = check(&e, &["--repair", "--dry-run"]);
+    assert!(dry.contains("would set driver layer victim aside"), "{dry}");
+    assert!(meta.exists(), "a dry run moved the metadata");
+    let (_, rep) = check(&e, &["--repair"]);
+    assert!(
+        rep.contains("repaired: set driver layer victim aside"),
+        "{rep}"
+    );
+    let (ok, out) = check(&e, &[]);
+    assert!(ok, "{out}");
+    // the content is kept, under .quarantine
+    let q = e.root.join(e.driver).join(".quarantine");
+    let kept: Vec<_> = std::fs::read_dir(&q)
+        .unwrap()
+        .flatten()
+        .map(|d| d.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(kept[0].join("layer/kept")).unwrap(), b"data");
+    assert!(kept[0].join("meta.json").exists());
+    // and the image still works
+    e.ok(&["container", "create", "c1", "strata/hello"]);
+}

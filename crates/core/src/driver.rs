@@ -268,6 +268,22 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// All layers, sorted by id.
     fn layers(&self) -> Result<Vec<LayerInfo>>;
 
+    /// Layers whose metadata cannot be read: (id, why). They are no
+    /// layers to any other operation; `check` reports them.
+    fn unreadable(&self) -> Result<Vec<(LayerId, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Set a layer whose metadata cannot be read aside, with its content
+    /// (`HOME/.quarantine/`): nothing is deleted, and the layer is no
+    /// longer the driver's. Returns where it went.
+    fn quarantine(&self, id: &LayerId) -> Result<std::path::PathBuf> {
+        Err(crate::Error::unsupported(
+            format!("quarantine of layer {id}"),
+            "this driver keeps no metadata files",
+        ))
+    }
+
     /// The mount counts of the layers that are mounted (absent: 0), read
     /// at once: what a listing of many layers asks, without reading every
     /// layer's metadata.

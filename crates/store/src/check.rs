@@ -12,7 +12,9 @@
 //!
 //! Repair never removes what something live uses: a broken image is
 //! removed only when no container uses it, a broken layer record only when
-//! no image or layer uses it. Every action is printed; a dry run prints
+//! no image or layer uses it, and a driver layer whose metadata cannot be
+//! read is set aside with its content (`.quarantine/`), never deleted.
+//! Repairs converge in one pass. Every action is printed; a dry run prints
 //! what would be done and does nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +43,9 @@ enum Action {
     /// one and nothing else uses it).
     DropLayer(Digest),
     Unmount(std::path::PathBuf),
+    /// A driver layer whose metadata cannot be read: set aside, with its
+    /// content, never deleted.
+    Quarantine(LayerId),
 }
 
 impl Action {
@@ -50,6 +55,9 @@ impl Action {
             Action::DropImage(id) => format!("remove broken image {}", id.short()),
             Action::DropLayer(c) => format!("remove broken layer {c}"),
             Action::Unmount(p) => format!("unmount stray mount {}", p.display()),
+            Action::Quarantine(id) => format!(
+                "set driver layer {id} aside (its metadata cannot be read) under the driver's .quarantine/"
+            ),
         }
     }
 }
@@ -62,6 +70,8 @@ struct Graph {
     driver: HashMap<LayerId, LayerInfo>,
     intents: BTreeSet<String>,
     snapshots: Vec<crate::snapshots::SnapshotRow>,
+    /// Driver layers whose metadata cannot be read.
+    unreadable: Vec<(LayerId, String)>,
 }
 
 /// What the checks found.
@@ -101,9 +111,10 @@ impl Store {
         // containers and images first, then layers children first
         let mut actions: Vec<&Action> = f.actions.iter().collect();
         actions.sort_by_key(|a| match a {
-            Action::DropLayer(c) => (1, usize::MAX - g.driver_depth(c)),
-            Action::Unmount(_) => (2, 0),
-            _ => (0, 0),
+            Action::Quarantine(_) => (0, 0),
+            Action::DropLayer(c) => (2, usize::MAX - g.driver_depth(c)),
+            Action::Unmount(_) => (3, 0),
+            _ => (1, 0),
         });
         for a in actions {
             if opts.dry_run {
@@ -152,6 +163,7 @@ impl Store {
                 .collect(),
             intents: intents.into_iter().map(|(c, _)| c).collect(),
             snapshots,
+            unreadable: self.driver.unreadable()?,
         })
     }
 
@@ -180,6 +192,7 @@ impl Store {
                 }
                 self.finish_layer_removal(l)
             }
+            Action::Quarantine(id) => self.driver.quarantine(id).map(|_| ()).map_err(Into::into),
             Action::Unmount(p) => {
                 strata_core::mounts::unmount_path(p).map_err(|e| crate::Error::Io {
                     op: "unmount",
@@ -194,6 +207,12 @@ impl Store {
 impl Graph {
     fn findings(&self, s: &Store) -> Result<Findings> {
         let mut f = Findings::default();
+        for (id, why) in &self.unreadable {
+            f.problem(
+                format!("driver layer {id}: its metadata cannot be read ({why})"),
+                Some(Action::Quarantine(id.clone())),
+            );
+        }
         self.check_layers(s, &mut f);
         self.check_cycles(&mut f);
         self.check_driver_cycles(&mut f);

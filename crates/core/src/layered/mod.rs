@@ -398,6 +398,15 @@ impl<B: Backend> Driver for Layered<B> {
         Ok(self.state.list()?.iter().map(|m| self.info(m)).collect())
     }
 
+    fn unreadable(&self) -> Result<Vec<(LayerId, String)>> {
+        self.state.unreadable()
+    }
+
+    fn quarantine(&self, id: &LayerId) -> Result<PathBuf> {
+        self.state
+            .quarantine(id, &|dir| self.backend.set_read_only(dir, false))
+    }
+
     fn mount_counts(&self) -> Result<std::collections::HashMap<LayerId, u32>> {
         Ok(self
             .state

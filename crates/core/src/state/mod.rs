@@ -9,6 +9,7 @@
 //! .meta/ID.json      parent, rw flag, creation time (written atomically)
 //! .mounts/ID         mount reference count (absent = not mounted)
 //! .kids/PARENT/ID    the index of children (see `kids`)
+//! .quarantine/ID.*   layers whose metadata could not be read, set aside
 //! .staging/NAME.*    layers being built, in-place commits (held while live)
 //! .trash/ID.*        layers being removed (held while live)
 //! LAYERS/ID          the layer itself (driver-specific content)
@@ -22,6 +23,7 @@
 
 mod held;
 mod kids;
+mod quarantine;
 pub mod recover;
 
 use std::collections::BTreeMap;

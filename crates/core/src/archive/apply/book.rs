@@ -8,9 +8,69 @@
 //! billion paths collide with odds below 1e-20.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use rustix::fs::Timespec;
+
+/// Hashes the keys of [`KeySet`] by taking their low bits: they are keyed
+/// hashes already (random per apply), so hashing them again buys nothing.
+#[derive(Debug, Default)]
+struct Passthrough(u64);
+
+impl Hasher for Passthrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, k: u128) {
+        self.0 = k as u64;
+    }
+}
+
+/// A set of 128-bit keys in 256 tables chosen by the key's top byte. One
+/// table of a million keys doubles at once, holding old and new (~53 MB
+/// for a moment); here one small table grows at a time, so memory follows
+/// the number of keys without that spike.
+#[derive(Debug)]
+struct KeySet {
+    shards: Vec<HashSet<u128, BuildHasherDefault<Passthrough>>>,
+    len: usize,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet {
+            shards: (0..256).map(|_| HashSet::default()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl KeySet {
+    fn shard(&self, k: u128) -> usize {
+        (k >> 120) as usize
+    }
+    fn insert(&mut self, k: u128) -> bool {
+        let i = self.shard(k);
+        let new = self.shards[i].insert(k);
+        self.len += usize::from(new);
+        new
+    }
+    fn contains(&self, k: &u128) -> bool {
+        self.shards[self.shard(*k)].contains(k)
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+}
 
 /// The resolved paths a layer created, and the directories on the way to
 /// them: its whiteouts and opaque markers must spare both (a whiteout of a
@@ -26,11 +86,11 @@ pub(super) struct Created {
     keys: (RandomState, RandomState),
     /// Entries (and directories a lower one shows through) outside new
     /// directories.
-    paths: HashSet<u128>,
+    paths: KeySet,
     /// Directories made new, outside other new directories.
-    new_dirs: HashSet<u128>,
+    new_dirs: KeySet,
     /// Directories something recorded sits below.
-    holders: HashSet<u128>,
+    holders: KeySet,
     /// The last directory asked about, and whether it is covered.
     last: std::cell::RefCell<Option<(Vec<u8>, bool)>>,
 }
