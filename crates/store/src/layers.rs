@@ -55,11 +55,22 @@ struct Tee<'a, W: Write> {
     inner: strata_core::Hashing<&'a mut (dyn Read + Send)>,
     copy: Option<W>,
     err: Option<std::io::Error>,
+    /// The first bytes were looked at.
+    looked: bool,
 }
 
 impl<W: Write> Read for Tee<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if !self.looked && n > 0 {
+            self.looked = true;
+            // a plain tar (ustar magic in its first header) is what its
+            // tar-split gives back byte for byte: no copy is kept, so an
+            // uncompressed layer is not written twice
+            if n >= 263 && &buf[257..262] == b"ustar" {
+                self.copy = None;
+            }
+        }
         if let Some(c) = &mut self.copy
             && let Err(e) = c.write_all(&buf[..n])
         {
@@ -289,6 +300,7 @@ impl Store {
             inner: strata_core::Hashing::new(input),
             copy,
             err: None,
+            looked: false,
         };
         let stats = self
             .driver
