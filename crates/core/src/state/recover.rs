@@ -159,7 +159,16 @@ fn drop_stale_lock(e: &std::fs::DirEntry, p: &Path, name: &str) {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age < FRESH);
-    let young_tmp = fresh && name.contains(".lock.tmp-");
+    // a temporary lock names its maker (`.lock.tmp-PID.…`): one whose
+    // maker is gone is stale however young
+    let maker_alive = name
+        .split(".lock.tmp-")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .is_none_or(|pid| rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH));
+    let young_tmp = fresh && name.contains(".lock.tmp-") && maker_alive;
     if !entry.exists() && !is_held(p) && !young_tmp {
         let _ = std::fs::remove_file(p);
     }
