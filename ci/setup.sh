@@ -7,7 +7,8 @@
 #                         components the snapshotter and registry tests start
 #                         (containerd 1.6, runc, docker-registry 2.8, Go and
 #                         containerd's sources for its snapshotter suite,
-#                         busybox-static for test images)
+#                         busybox-static for test images, xz-utils for
+#                         compressed archives)
 # Packaged services are never started: policy-rc.d refuses them while
 # installing, and the tests start their own instances.
 set -euo pipefail
@@ -18,7 +19,7 @@ want util-linux
 if [ "$job" = test ]; then
   for p in btrfs-progs xfsprogs e2fsprogs skopeo podman containerd runc \
            docker-registry golang-go golang-github-containerd-containerd-dev \
-           busybox-static; do
+           busybox-static xz-utils; do
     want "$p"
   done
 elif [ "$job" != example ]; then

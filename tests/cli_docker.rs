@@ -192,6 +192,62 @@ fn identical_commits_share_their_layer() {
     assert_eq!(e.ok(&["check"]), before);
 }
 
+/// `load` takes compressed archives as `docker load` does (gzip, xz), from
+/// a file or standard input; a layer diff may be xz-compressed too.
+#[test]
+fn compressed_archives_and_layers_load() {
+    let e = loaded();
+    let id = e.ok(&["images", "-q", "--no-trunc"]).trim().to_string();
+    let dir = e.scratch.path();
+    let plain = dir.join("hello.tar");
+    e.ok(&["save", "strata/hello", "-o", plain.to_str().unwrap()]);
+    for (tool, ext) in [("gzip", "gz"), ("xz", "xz")] {
+        let st = Command::new(tool).arg("-k").arg(&plain).status().unwrap();
+        assert!(st.success(), "{tool}");
+        let packed = dir.join(format!("hello.tar.{ext}"));
+        let other = Env::new("vfs");
+        other.ok(&["load", "-q", "-i", packed.to_str().unwrap()]);
+        assert_eq!(
+            other.ok(&["images", "-q", "--no-trunc"]).trim(),
+            id,
+            "{tool} -i"
+        );
+        let again = Env::new("vfs");
+        let mut c = again
+            .cmd_in(&again.root, &["load", "-q"])
+            .stdin(std::fs::File::open(&packed).unwrap())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(c.wait().unwrap().success(), "{tool} from standard input");
+        assert_eq!(
+            again.ok(&["images", "-q", "--no-trunc"]).trim(),
+            id,
+            "{tool} stdin"
+        );
+    }
+    // an xz layer diff
+    let t = strata_conformance::layer::tar(&[strata_conformance::layer::file("x", "xz")]);
+    let lt = dir.join("l.tar");
+    std::fs::write(&lt, &t).unwrap();
+    assert!(
+        Command::new("xz")
+            .arg("-k")
+            .arg(&lt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    e.ok(&[
+        "layer",
+        "apply",
+        "xzl",
+        dir.join("l.tar.xz").to_str().unwrap(),
+    ]);
+    let l = e.ok(&["layer", "diff", "xzl"]);
+    assert!(l.len() >= 512, "the layer holds the file");
+}
+
 #[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");

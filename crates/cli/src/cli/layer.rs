@@ -28,7 +28,7 @@ pub enum LayerCmd {
         #[arg(long = "opt", value_name = "KEY=VALUE")]
         opts: Vec<String>,
     },
-    /// Create layer ID on PARENT from a layer diff (tar, tar.gz, tar.zst; - for stdin)
+    /// Create layer ID on PARENT from a layer diff (tar, tar.gz, tar.zst, tar.xz; - for stdin)
     Apply {
         /// The new layer's id (or one made by create, to fill)
         id: String,

@@ -14,6 +14,8 @@ pub enum Compression {
     Gzip,
     /// zstd (RFC 8878), skippable frames allowed.
     Zstd,
+    /// xz (concatenated streams allowed, as `xz -d` reads them).
+    Xz,
 }
 
 impl Compression {
@@ -26,16 +28,11 @@ impl Compression {
             // 0x184D2A5F, little-endian), which writers use for metadata;
             // the decoder skips it
             [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..] => Compression::Zstd,
-            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
-                return Err(Error::unsupported(
-                    "xz-compressed layer",
-                    "use plain, gzip or zstd",
-                ));
-            }
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
             [b'B', b'Z', b'h', ..] => {
                 return Err(Error::unsupported(
                     "bzip2-compressed layer",
-                    "use plain, gzip or zstd",
+                    "use plain, gzip, zstd or xz",
                 ));
             }
             _ => Compression::None,
@@ -48,6 +45,7 @@ impl Compression {
             Compression::None => "none",
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
         }
     }
 }
@@ -75,5 +73,8 @@ pub fn decompress<'a>(input: &'a mut (dyn Read + Send)) -> Result<Box<dyn Read +
             zstd::stream::read::Decoder::new(chained)
                 .map_err(|e| Error::archive("zstd stream", Some(e)))?,
         ),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            io::BufReader::with_capacity(128 * 1024, chained),
+        )),
     })
 }

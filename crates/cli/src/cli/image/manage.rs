@@ -60,7 +60,7 @@ pub enum SaveFormat {
 /// `image import`
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A root file system tarball (plain, gzip or zstd), or - for standard input
+    /// A root file system tarball (plain, gzip, zstd or xz), or - for standard input
     pub file: PathBuf,
     /// Name the image NAME[:TAG]
     pub reference: Option<String>,
