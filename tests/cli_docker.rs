@@ -248,6 +248,29 @@ fn compressed_archives_and_layers_load() {
     assert!(l.len() >= 512, "the layer holds the file");
 }
 
+/// `container create` takes Docker's `--name NAME IMAGE`, Strata's `NAME
+/// IMAGE`, and makes a name up for a bare `IMAGE`; both names at once is a
+/// usage error (exit 2) that creates nothing.
+#[test]
+fn create_takes_dockers_name_flag() {
+    let e = loaded();
+    e.ok(&["container", "create", "--name", "web", "strata/hello"]);
+    e.ok(&["container", "create", "db", "strata/hello"]);
+    e.ok(&["container", "create", "strata/hello"]);
+    let names = e.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let mut v: Vec<&str> = names.lines().collect();
+    v.sort();
+    assert_eq!(v.len(), 3, "{names}");
+    assert!(v.contains(&"web") && v.contains(&"db"), "{names}");
+    assert!(v.iter().any(|n| n.starts_with("strata_")), "{names}");
+    let o = e.run_in(
+        &e.root,
+        &["container", "create", "--name", "a1", "b1", "strata/hello"],
+    );
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).lines().count(), 3);
+}
+
 #[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");

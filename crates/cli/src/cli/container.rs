@@ -21,12 +21,17 @@ use super::{Cli, safe};
 /// `strata container ...`
 #[derive(Debug, Subcommand)]
 pub enum ContainerCmd {
-    /// Create a container: a read-write layer on an image; prints its ID
+    /// Create a container: a read-write layer on an image; prints its ID.
+    /// `create --name NAME IMAGE` (Docker's form) or `create NAME IMAGE`;
+    /// without a name, one is made up.
     Create {
         /// The container's name
-        name: String,
-        /// The image: NAME[:TAG], ID or ID prefix
-        image: String,
+        #[arg(long = "name", value_name = "NAME")]
+        name: Option<String>,
+        /// [NAME] IMAGE: the container's name when --name is not given,
+        /// then the image (NAME[:TAG], ID or ID prefix)
+        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
+        args: Vec<String>,
     },
     /// List containers
     #[command(alias = "list")]
@@ -321,6 +326,23 @@ fn inspect_one(s: &Store, c: &ContainerRecord, size: bool) -> Result<serde_json:
     Ok(v)
 }
 
+/// `create`'s (name, image) from `--name` and the positional arguments;
+/// a made-up name (`strata_` and 8 hex digits) when none is given.
+fn create_args(flag: Option<&str>, args: &[String]) -> Result<(String, String)> {
+    match (flag, args) {
+        (Some(n), [image]) => Ok((n.to_string(), image.clone())),
+        (None, [name, image]) => Ok((name.clone(), image.clone())),
+        (None, [image]) => Ok((
+            format!("strata_{}", &strata_store::random_id()[..8]),
+            image.clone(),
+        )),
+        (Some(_), _) => Err(super::usage(
+            "container create: give the name either with --name or before the image, not both",
+        )),
+        _ => Err(super::usage("container create: expected [NAME] IMAGE")),
+    }
+}
+
 /// Run `strata container ...`.
 pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
     if let ContainerCmd::Ls(a) = cmd {
@@ -331,9 +353,17 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
         cli.open_store()?.export_container(name, &mut out)?;
         return out.finish();
     }
+    // arguments are checked before the root is touched
+    let create = match cmd {
+        ContainerCmd::Create { name, args } => Some(create_args(name.as_deref(), args)?),
+        _ => None,
+    };
     let s = cli.open_store()?;
     match cmd {
-        ContainerCmd::Create { name, image } => println!("{}", s.create_container(name, image)?.id),
+        ContainerCmd::Create { .. } => {
+            let (name, image) = create.unwrap_or_default();
+            println!("{}", s.create_container(&name, &image)?.id)
+        }
         ContainerCmd::Inspect(a) => {
             let mut v = Vec::new();
             for n in &a.names {
