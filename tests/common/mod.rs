@@ -193,3 +193,20 @@ pub fn make_big_layout(dir: &std::path::Path) {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": "test/big:1"}}]})).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
+
+/// No staging, trash or temporary entries and no mounts are left.
+pub fn assert_no_leftovers(e: &Env, driver: &str) {
+    let home = e.root.join(driver);
+    for sub in [".staging", ".trash"] {
+        let left: Vec<_> = std::fs::read_dir(home.join(sub))
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{driver}: leftovers in {sub}: {left:?}");
+    }
+    let tmp: Vec<_> = std::fs::read_dir(e.root.join("store/tmp"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "leftover temporary files: {tmp:?}");
+    let m = strata::core::mounts::mounts_under(&e.root).unwrap();
+    assert!(m.is_empty(), "{driver}: mounts left: {m:?}");
+}
