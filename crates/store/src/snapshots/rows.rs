@@ -89,19 +89,17 @@ pub(crate) fn by_layer(c: &Connection, layer: &str) -> Result<Option<SnapshotRow
 
 /// Every row, by key.
 pub(crate) fn all(c: &Connection) -> Result<Vec<SnapshotRow>> {
-    let q = format!("SELECT {COLUMNS} FROM snapshots ORDER BY key");
-    let mut st = c.prepare(&q).map_err(Error::db("list snapshots"))?;
-    let rows = st
-        .query_map([], from_row)
-        .map_err(Error::db("list snapshots"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(Error::db("list snapshots"))?;
-    rows.into_iter().map(finish).collect()
+    select(c, "ORDER BY key")
 }
 
-/// The rows of operations that did not finish (state other than ready).
+/// The rows of operations that did not finish (state other than ready;
+/// through their partial index, so no ORDER BY).
 pub(crate) fn unfinished(c: &Connection) -> Result<Vec<SnapshotRow>> {
-    let q = format!("SELECT {COLUMNS} FROM snapshots WHERE state != 'ready'");
+    select(c, "WHERE state != 'ready'")
+}
+
+fn select(c: &Connection, tail: &str) -> Result<Vec<SnapshotRow>> {
+    let q = format!("SELECT {COLUMNS} FROM snapshots {tail}");
     let mut st = c.prepare(&q).map_err(Error::db("list snapshots"))?;
     let rows = st
         .query_map([], from_row)
