@@ -167,17 +167,18 @@ impl Store {
         self.snapshot_create(key, parent, labels, Kind::View)
     }
 
-    fn snapshot_create(
+    /// Record snapshot `key` as being made (state `creating`, synced
+    /// before the driver acts) on the committed snapshot `parent`; returns
+    /// the row and the parent's layer.
+    fn reserve(
         &self,
         key: &str,
         parent: &str,
         labels: Labels,
         kind: Kind,
-    ) -> Result<Vec<MountSpec>> {
-        check_key(key)?;
-        let _w = self.work_lock()?;
+    ) -> Result<(SnapshotRow, Option<LayerId>)> {
         let now = now_ns();
-        let (row, parent_layer) = self.db.write("prepare snapshot", |tx| {
+        self.db.write("reserve snapshot", |tx| {
             if rows::get(tx, key)?.is_some() {
                 return Err(Error::SnapshotExists(key.to_string()));
             }
@@ -211,7 +212,19 @@ impl Store {
             };
             rows::insert(tx, &row)?;
             Ok((row, parent_layer))
-        })?;
+        })
+    }
+
+    fn snapshot_create(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+        kind: Kind,
+    ) -> Result<Vec<MountSpec>> {
+        check_key(key)?;
+        let _w = self.work_lock()?;
+        let (row, parent_layer) = self.reserve(key, parent, labels, kind)?;
         let id = layer_id(&row)?;
         let o = CreateOpts::default();
         let made = match kind {
@@ -248,36 +261,7 @@ impl Store {
     ) -> Result<()> {
         check_key(key)?;
         let _w = self.work_lock()?;
-        let now = now_ns();
-        let (row, parent_layer) = self.db.write("record snapshot", |tx| {
-            if rows::get(tx, key)?.is_some() {
-                return Err(Error::SnapshotExists(key.to_string()));
-            }
-            let parent_layer = match parent {
-                "" => None,
-                p => {
-                    let r = rows::get(tx, p)?
-                        .filter(|r| r.state == State::Ready && r.info.kind == Kind::Committed)
-                        .ok_or_else(|| not_found(p))?;
-                    Some(layer_id(&r)?)
-                }
-            };
-            let row = SnapshotRow {
-                info: SnapshotInfo {
-                    key: key.to_string(),
-                    parent: (!parent.is_empty()).then(|| parent.to_string()),
-                    kind: Kind::Committed,
-                    created: now,
-                    updated: now,
-                    labels,
-                },
-                layer: rows::next_layer(tx)?,
-                state: State::Creating,
-                origin: None,
-            };
-            rows::insert(tx, &row)?;
-            Ok((row, parent_layer))
-        })?;
+        let (row, parent_layer) = self.reserve(key, parent, labels, Kind::Committed)?;
         let id = layer_id(&row)?;
         let mut h = strata_core::Hashing::new(input);
         let applied = self.driver.apply_diff(&id, parent_layer.as_ref(), &mut h);
