@@ -216,6 +216,31 @@ pub trait Driver: Send + Sync + fmt::Debug {
         raw: Option<&mut dyn RawSink>,
     ) -> Result<ApplyStats>;
 
+    /// [`apply_diff_split`](Self::apply_diff_split) into a new layer,
+    /// without forcing the layer's own metadata to disk yet: the caller
+    /// calls [`sync_layers`](Self::sync_layers) before it records the
+    /// layer anywhere that must survive a power cut. An import of many
+    /// layers syncs them in one pass instead of one by one. By default the
+    /// layer is made durable at once.
+    fn apply_diff_lazy(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut (dyn Read + Send),
+        raw: Option<&mut dyn RawSink>,
+    ) -> Result<ApplyStats> {
+        self.apply_diff_split(id, parent, diff, raw)
+    }
+
+    /// Force to disk what [`apply_diff_lazy`](Self::apply_diff_lazy) left
+    /// unforced for the layers `ids` (each directory synced once for all
+    /// of them). Their content is not forced, as by no apply: like Docker's
+    /// and containerd's, it follows the file system's own writeback.
+    fn sync_layers(&self, ids: &[LayerId]) -> Result<()> {
+        let _ = ids;
+        Ok(())
+    }
+
     /// Turn the read-write layer `id` into the read-only layer `new_id`,
     /// in place and in O(1) (no data is copied): what containerd's Commit
     /// and `container commit` need. `id` must not be mounted and must have

@@ -7,75 +7,93 @@ use std::io::{Read, Write};
 use strata_core::{Digest, LayerId};
 
 use crate::error::{Error, IoCtx, Result};
-use crate::records::{self, BlobRef, LayerRecord};
-use crate::{Store, now, random_id, tarsplit};
+use crate::records::{self, LayerRecord};
+use crate::{Store, random_id, tarsplit};
 
-/// A driver layer being made for the store: until disarmed, dropping it
-/// removes the driver layer and its intent (every early return of an
-/// import undoes its half-made layer the same way).
-struct Pending<'s> {
-    store: &'s Store,
-    cache: LayerId,
-    armed: bool,
-}
-
-impl Pending<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        match self.store.driver.remove(&self.cache) {
-            Ok(()) => {}
-            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => {}
-            Err(e) => {
-                // the intent stays: recovery removes the layer later
-                tracing::warn!(layer = %self.cache, "removing a half-made layer: {e}");
-                return;
-            }
-        }
-        let c = self.cache.as_str();
-        if let Err(e) = self
-            .store
-            .db
-            .write("drop intent", |tx| records::remove_intent(tx, c))
-        {
-            tracing::warn!(layer = %self.cache, "dropping an intent: {e}");
-        }
-    }
-}
-
-/// Reads through, hashing and counting every byte, optionally copying it.
+/// Reads through, counting every byte, hashing and copying it until the
+/// stream turns out to be a plain tar: a plain tar's digest is its diffID,
+/// which the apply computes anyway, and its tar-split gives it back byte
+/// for byte, so an uncompressed layer is neither hashed twice nor written
+/// twice.
 struct Tee<'a, W: Write> {
-    inner: strata_core::Hashing<&'a mut (dyn Read + Send)>,
+    inner: &'a mut (dyn Read + Send),
+    /// The blob's hash, until the stream is known to be a plain tar.
+    hash: Option<strata_core::Hashing<std::io::Sink>>,
     copy: Option<W>,
     err: Option<std::io::Error>,
-    /// The first bytes were looked at.
-    looked: bool,
+    count: u64,
+    /// The first bytes, until there are enough to tell the compression.
+    head: Vec<u8>,
+    decided: bool,
+}
+
+/// Bytes that tell the compression (the longest magic, xz's).
+const MAGIC_LEN: usize = 6;
+
+impl<'a, W: Write> Tee<'a, W> {
+    fn new(inner: &'a mut (dyn Read + Send), copy: Option<W>) -> Self {
+        Tee {
+            inner,
+            hash: Some(strata_core::Hashing::new(std::io::sink())),
+            copy,
+            err: None,
+            count: 0,
+            head: Vec::with_capacity(MAGIC_LEN),
+            decided: false,
+        }
+    }
+
+    /// Look at the first bytes (all of them once `eof`): a plain tar stops
+    /// the hash and the copy.
+    fn look(&mut self, data: &[u8], eof: bool) {
+        let want = MAGIC_LEN - self.head.len();
+        self.head.extend_from_slice(&data[..data.len().min(want)]);
+        if self.head.len() < MAGIC_LEN && !eof {
+            return;
+        }
+        self.decided = true;
+        let plain = matches!(
+            strata_core::archive::Compression::detect(&self.head),
+            Ok(strata_core::archive::Compression::None)
+        );
+        if plain {
+            self.hash = None;
+            self.copy = None;
+        }
+    }
+
+    /// The blob's digest and size: its own hash, or the diffID for a plain
+    /// tar (every byte of which the apply hashed).
+    fn finish(self, stats: &strata_core::ApplyStats) -> Result<(Digest, u64)> {
+        match self.hash {
+            Some(h) => {
+                let (_, d, n) = h.finish();
+                Ok((d, n))
+            }
+            None if self.count == stats.tar_bytes => Ok((stats.diff_id.clone(), self.count)),
+            None => Err(Error::Internal(format!(
+                "a plain layer of {} bytes was applied from {} of them",
+                self.count, stats.tar_bytes
+            ))),
+        }
+    }
 }
 
 impl<W: Write> Read for Tee<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if !self.looked && n > 0 {
-            self.looked = true;
-            // a plain tar (ustar magic in its first header) is what its
-            // tar-split gives back byte for byte: no copy is kept, so an
-            // uncompressed layer is not written twice
-            if n >= 263 && &buf[257..262] == b"ustar" {
-                self.copy = None;
-            }
+        self.count += n as u64;
+        if let Some(h) = &mut self.hash {
+            h.write_all(&buf[..n])?;
         }
         if let Some(c) = &mut self.copy
             && let Err(e) = c.write_all(&buf[..n])
         {
             self.err = Some(e);
             self.copy = None;
+        }
+        if !self.decided {
+            self.look(&buf[..n], n == 0);
         }
         Ok(n)
     }
@@ -138,11 +156,11 @@ pub enum Keep {
 }
 
 /// What applying a diff left to keep: the tar-split and the blob copy.
-struct Kept {
-    split: tempfile::NamedTempFile,
-    blob: Option<tempfile::TempPath>,
-    blob_digest: Digest,
-    blob_size: u64,
+pub(crate) struct Kept {
+    pub(crate) split: Option<tempfile::NamedTempFile>,
+    pub(crate) blob: Option<tempfile::TempPath>,
+    pub(crate) blob_digest: Digest,
+    pub(crate) blob_size: u64,
 }
 
 impl Store {
@@ -197,6 +215,17 @@ impl Store {
         parent: Option<&Digest>,
         input: LayerIn<'_>,
     ) -> Result<(LayerRecord, bool)> {
+        self.register_layer_in(parent, input, None)
+    }
+
+    /// [`Store::register_layer`], naming the driver layer from `reserved`
+    /// (whose intent is recorded already) while names are left there.
+    pub(crate) fn register_layer_in(
+        &self,
+        parent: Option<&Digest>,
+        input: LayerIn<'_>,
+        reserved: Option<&mut crate::reserve::Reserved<'_>>,
+    ) -> Result<(LayerRecord, bool)> {
         if let Some(d) = input.diff
             && let Some(l) = self.layer(&Digest::chain(parent, d))?
         {
@@ -212,71 +241,35 @@ impl Store {
             }
             None => None,
         };
-        let cache = Self::cache_id(&random_id())?;
-        self.db.write("record intent", |tx| {
-            records::add_intent(tx, cache.as_str(), "create")
-        })?;
-        let pending = Pending {
-            store: self,
-            cache: cache.clone(),
-            armed: true,
-        };
-        let LayerIn {
-            input: stream,
-            diff: expected_diff,
-            blob: expected_blob,
-            keep,
-        } = input;
-        let (stats, mut kept) = self.apply_keeping(&cache, parent_cache.as_ref(), stream, &keep)?;
-        if let Some(want) = expected_blob
-            && *want != kept.blob_digest
-        {
-            return Err(Error::DigestMismatch {
-                what: "layer blob".into(),
-                expected: want.to_string(),
-                actual: kept.blob_digest.to_string(),
-            });
-        }
-        if let Some(want) = expected_diff
-            && *want != stats.diff_id
-        {
-            return Err(Error::DigestMismatch {
-                what: format!("layer diffID (blob {})", kept.blob_digest),
-                expected: want.to_string(),
-                actual: stats.diff_id.to_string(),
-            });
-        }
-        let media = match keep {
-            Keep::Nothing => None,
-            Keep::Copy { media_type } => Some(media_type),
-            Keep::File { media_type, path } => {
-                kept.blob = Some(path);
-                Some(media_type)
+        let cache = match reserved.and_then(|r| r.take()) {
+            Some(c) => c,
+            None => {
+                let c = Self::cache_id(&random_id())?;
+                self.db.write("record intent", |tx| {
+                    records::add_intent(tx, c.as_str(), "create")
+                })?;
+                c
             }
         };
-        let rec = LayerRecord {
-            chain_id: Digest::chain(parent, &stats.diff_id),
-            diff_id: stats.diff_id.clone(),
-            parent: parent.cloned(),
-            cache_id: cache.to_string(),
-            size: stats.size,
-            tar_size: stats.tar_bytes,
-            created: now(),
-            blob: None,
-            removing: false,
-        };
-        tracing::info!(chain_id = %rec.chain_id, cache_id = %rec.cache_id, size = rec.size, "registering a layer");
-        self.publish_layer(rec, kept, media.as_deref(), pending)
+        let staged = self.stage_layer(parent, parent_cache.as_ref(), input, cache, false)?;
+        let mut done = self.publish_staged(vec![staged].into())?;
+        match done.pop() {
+            Some(l) => Ok(l),
+            None => Err(Error::Internal(
+                "a layer vanished while it was recorded".into(),
+            )),
+        }
     }
 
     /// Apply a diff into a new driver layer, keeping its tar-split (and a
     /// copy of the compressed input when `keep_blob`).
-    fn apply_keeping(
+    pub(crate) fn apply_keeping(
         &self,
         cache: &LayerId,
         parent: Option<&LayerId>,
         input: &mut (dyn Read + Send),
         keep: &Keep,
+        lazy: bool,
     ) -> Result<(strata_core::ApplyStats, Kept)> {
         let tmp = |prefix: &str| {
             tempfile::Builder::new()
@@ -296,15 +289,14 @@ impl Store {
             Some(t) => Some(std::io::BufWriter::new(t.reopen().ctx("reopen", t.path())?)),
             None => None,
         };
-        let mut tee = Tee {
-            inner: strata_core::Hashing::new(input),
-            copy,
-            err: None,
-            looked: false,
+        let mut tee = Tee::new(input, copy);
+        let stats = if lazy {
+            self.driver
+                .apply_diff_lazy(cache, parent, &mut tee, Some(&mut split))?
+        } else {
+            self.driver
+                .apply_diff_split(cache, parent, &mut tee, Some(&mut split))?
         };
-        let stats = self
-            .driver
-            .apply_diff_split(cache, parent, &mut tee, Some(&mut split))?;
         // the blob's digest covers every byte, also any after the stream end
         std::io::copy(&mut tee, &mut std::io::sink()).ctx("read layer blob", self.tmp_dir())?;
         if let Some(e) = tee.err.take() {
@@ -318,65 +310,14 @@ impl Store {
             c.flush().ctx("write blob", self.tmp_dir())?;
         }
         split.finish().ctx("tar-split", split_file.path())?;
-        let (_, blob_digest, blob_size) = tee.inner.finish();
+        let (blob_digest, blob_size) = tee.finish(&stats)?;
         let kept = Kept {
-            split: split_file,
+            split: Some(split_file),
             blob: blob_file.map(tempfile::NamedTempFile::into_temp_path),
             blob_digest,
             blob_size,
         };
         Ok((stats, kept))
-    }
-
-    /// Keep the files and record the layer in one transaction; if the
-    /// chain was registered meanwhile, that record wins and ours goes.
-    fn publish_layer(
-        &self,
-        mut rec: LayerRecord,
-        kept: Kept,
-        media: Option<&str>,
-        pending: Pending<'_>,
-    ) -> Result<(LayerRecord, bool)> {
-        let chain = rec.chain_id.clone();
-        let sp = self.tarsplit_path(&chain);
-        let existing = self.db.write("record layer", |tx| {
-            if let Some(l) = records::layer(tx, &chain)? {
-                return Ok(Some(l));
-            }
-            kept.split.persist(&sp).map_err(|e| Error::Io {
-                op: "keep tar-split",
-                path: sp.clone(),
-                err: e.error,
-            })?;
-            if let (Some(mt), Some(t)) = (media, kept.blob)
-                && kept.blob_digest != rec.diff_id
-            {
-                let bp = self.blob_path(&kept.blob_digest);
-                t.persist(&bp).map_err(|e| Error::Io {
-                    op: "keep blob",
-                    path: bp.clone(),
-                    err: e.error,
-                })?;
-                rec.blob = Some(BlobRef {
-                    digest: kept.blob_digest.clone(),
-                    media_type: mt.to_string(),
-                    size: kept.blob_size,
-                });
-            }
-            records::insert_layer(tx, &rec)?;
-            records::remove_intent(tx, &rec.cache_id)?;
-            Ok(None)
-        })?;
-        match existing {
-            Some(l) if l.removing => Err(Error::Internal(format!(
-                "layer {chain} is being removed while it is imported again"
-            ))),
-            Some(l) => Ok((l, true)),
-            None => {
-                pending.disarm();
-                Ok((rec, false))
-            }
-        }
     }
 
     /// Remove a layer: marked first, then the driver's layer, then the

@@ -47,7 +47,9 @@ mod records;
 mod recovery;
 pub mod reference;
 mod refgrammar;
+mod reserve;
 pub mod snapshots;
+mod staged;
 pub mod tarsplit;
 mod usage;
 

@@ -82,30 +82,37 @@ pub fn probe(st: &DriverState, api_opt: &str) -> Result<Probe> {
     Ok(p)
 }
 
-/// Binary search for the most lower layers one mount accepts.
+/// The stack limit of current kernels (`OVL_MAX_STACK`): tried first, so
+/// that a usual kernel is measured with two mounts.
+const USUAL_MAX: usize = 500;
+
+/// Measure the most lower layers one mount accepts: `USUAL_MAX` and one
+/// more first, else a binary search. Lower directories are made only as
+/// far as a try needs them.
 #[allow(clippy::disallowed_methods)] // short links are driver files, not layer content
 fn measure_depth(st: &DriverState, scratch: &Path, api: Api) -> Result<usize> {
     const CEILING: usize = 1024;
     let target = scratch.join("m");
     fsx::mkdir_p(&target, 0o700).ctx("create", &target)?;
-    let mut lowers = Vec::with_capacity(CEILING);
+    let mut lowers: Vec<Lower> = Vec::with_capacity(CEILING);
     let mut links = Vec::new();
-    for i in 0..CEILING {
-        let d = scratch.join(format!("{i}"));
-        fsx::mkdir_p(&d, 0o755).ctx("create", &d)?;
-        let link = if api == Api::Legacy {
-            // realistic option lengths: links like the real ones
-            let l = st.home.join(LINK_DIR).join(format!("PROBE{i:021}"));
-            let _ = std::fs::remove_file(&l);
-            std::os::unix::fs::symlink(&d, &l).ctx("symlink", &l)?;
-            links.push(l.clone());
-            l
-        } else {
-            d.clone()
-        };
-        lowers.push(Lower { diff: d, link });
-    }
-    let try_n = |n: usize| -> bool {
+    let mut try_n = |n: usize| -> Result<bool> {
+        while lowers.len() < n {
+            let i = lowers.len();
+            let d = scratch.join(format!("{i}"));
+            fsx::mkdir_p(&d, 0o755).ctx("create", &d)?;
+            let link = if api == Api::Legacy {
+                // realistic option lengths: links like the real ones
+                let l = st.home.join(LINK_DIR).join(format!("PROBE{i:021}"));
+                let _ = std::fs::remove_file(&l);
+                std::os::unix::fs::symlink(&d, &l).ctx("symlink", &l)?;
+                links.push(l.clone());
+                l
+            } else {
+                d.clone()
+            };
+            lowers.push(Lower { diff: d, link });
+        }
         let plan = MountPlan::Overlay {
             lowers: lowers[..n].to_vec(),
             upper: None,
@@ -115,25 +122,34 @@ fn measure_depth(st: &DriverState, scratch: &Path, api: Api) -> Result<usize> {
         if ok {
             let _ = mounts::unmount_path(&target);
         }
-        ok
+        Ok(ok)
     };
-    let r = if !try_n(2) {
-        Err(Error::unsupported(
-            "overlay2",
-            "the kernel refuses an overlay of two lower directories here",
-        ))
-    } else {
-        let (mut lo, mut hi) = (2usize, CEILING + 1);
+    let r = (|| {
+        if !try_n(2)? {
+            return Err(Error::unsupported(
+                "overlay2",
+                "the kernel refuses an overlay of two lower directories here",
+            ));
+        }
+        let usual = try_n(USUAL_MAX)?;
+        if usual && !try_n(USUAL_MAX + 1)? {
+            return Ok(USUAL_MAX);
+        }
+        let (mut lo, mut hi) = if usual {
+            (USUAL_MAX + 1, CEILING + 1)
+        } else {
+            (2, USUAL_MAX)
+        };
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
-            if try_n(mid) {
+            if try_n(mid)? {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
         Ok(lo)
-    };
+    })();
     for l in links {
         let _ = std::fs::remove_file(l);
     }

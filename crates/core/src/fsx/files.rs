@@ -18,6 +18,18 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `fsync` a bookkeeping file by path (opened read-only, no symlink
+/// followed).
+pub fn fsync_path(path: &Path) -> io::Result<()> {
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rfs::fsync(&fd)?;
+    Ok(())
+}
+
 /// `n` random bytes as hex, from the kernel's generator (names of
 /// temporary files that nobody can guess in advance).
 pub fn random_hex(n: usize) -> String {

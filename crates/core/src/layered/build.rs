@@ -18,13 +18,15 @@ pub(super) type Fill<'a, 'r> = (&'a mut (dyn Read + Send), Option<&'r mut dyn Ra
 impl<B: Backend> Layered<B> {
     /// Build layer `id` on `parent` in a staging directory, fill it with a
     /// diff if one is given, and publish it atomically; on any error
-    /// nothing named `id` is left.
+    /// nothing named `id` is left. `durable`: forced to disk before
+    /// returning (else by `sync_layers` later, or never for empty layers).
     pub(super) fn build(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         rw: bool,
         fill: Option<Fill<'_, '_>>,
+        durable: bool,
     ) -> Result<Option<ApplyStats>> {
         let parent_chain = {
             let _l = self.state.lock()?;
@@ -51,7 +53,6 @@ impl<B: Backend> Layered<B> {
                 meta: &mut meta,
             };
             self.backend.make_layer(&self.state, new)?;
-            let durable = fill.is_some();
             let stats = match fill {
                 Some((diff, raw)) => {
                     let s = self.fill(&staging, &parent_chain, diff, raw, &mut meta)?;

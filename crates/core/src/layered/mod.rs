@@ -305,12 +305,12 @@ impl<B: Backend> Driver for Layered<B> {
 
     fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
         opts.refuse_all(self.backend.name())?;
-        self.build(id, parent, false, None).map(|_| ())
+        self.build(id, parent, false, None, false).map(|_| ())
     }
 
     fn create_rw(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
         opts.refuse_all(self.backend.name())?;
-        self.build(id, parent, true, None).map(|_| ())
+        self.build(id, parent, true, None, false).map(|_| ())
     }
 
     fn apply_diff_split(
@@ -323,10 +323,30 @@ impl<B: Backend> Driver for Layered<B> {
         if self.state.exists(id) {
             return self.apply_in_place(id, parent, diff, raw);
         }
-        self.build(id, parent, false, Some((diff, raw)))?
+        self.build(id, parent, false, Some((diff, raw)), true)?
             .ok_or_else(|| {
                 Error::invalid(format!("apply to layer {id}"), "internal: no statistics")
             })
+    }
+
+    fn apply_diff_lazy(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut (dyn Read + Send),
+        raw: Option<&mut dyn RawSink>,
+    ) -> Result<ApplyStats> {
+        if self.state.exists(id) {
+            return self.apply_in_place(id, parent, diff, raw);
+        }
+        self.build(id, parent, false, Some((diff, raw)), false)?
+            .ok_or_else(|| {
+                Error::invalid(format!("apply to layer {id}"), "internal: no statistics")
+            })
+    }
+
+    fn sync_layers(&self, ids: &[LayerId]) -> Result<()> {
+        self.state.sync_layers(ids)
     }
 
     fn commit(&self, id: &LayerId, new_id: &LayerId) -> Result<()> {

@@ -28,7 +28,12 @@ use source::{DirSource, Source, TarSource};
 use crate::error::{Error, Result};
 use crate::layers::{Keep, LayerIn};
 use crate::records::{self, ImageRecord, LayerRecord};
+use crate::staged::{Batch, Staged};
 use crate::{Store, config, now, reference};
+
+/// Most layers applied before they are recorded together (each holds two
+/// open temporary files until then).
+const BATCH: usize = 32;
 
 /// Progress of an import, for output like `docker pull`.
 #[derive(Debug, Clone)]
@@ -304,7 +309,10 @@ impl Store {
         Ok(img)
     }
 
-    /// Register the layers in order; returns their chain IDs.
+    /// Register the layers in order; returns their chain IDs. Layers are
+    /// applied one after the other and recorded in batches (one pass of
+    /// driver fsyncs and one transaction per batch); a chain another
+    /// process registered meanwhile wins, and the import goes on from it.
     fn import_layers(
         &self,
         src: &mut dyn Source,
@@ -312,69 +320,122 @@ impl Store {
         progress: &mut (dyn FnMut(Event) + Send),
         created: &mut Vec<LayerRecord>,
     ) -> Result<Vec<Digest>> {
-        let mut chain: Option<Digest> = None;
-        let mut chains = Vec::new();
-        for l in layers {
-            let short = l.blob.as_ref().unwrap_or(&l.diff).short().to_string();
-            let next = Digest::chain(chain.as_ref(), &l.diff);
-            if self.layer(&next)?.is_some() {
-                progress(Event::AlreadyExists { short });
-                chains.push(next.clone());
-                chain = Some(next);
+        let mut reserved = self.reserve_caches(self.missing_layers(layers)?)?;
+        let mut chains: Vec<Digest> = Vec::new();
+        let mut batch = Batch::default();
+        let mut i = 0;
+        while i < layers.len() || !batch.is_empty() {
+            let l = layers.get(i);
+            if let Some(l) = l.filter(|_| batch.len() < BATCH) {
+                let chain = chains.last();
+                let short = l.blob.as_ref().unwrap_or(&l.diff).short().to_string();
+                let next = Digest::chain(chain, &l.diff);
+                if batch.is_empty() && self.layer(&next)?.is_some() {
+                    progress(Event::AlreadyExists { short });
+                    chains.push(next);
+                    i += 1;
+                    continue;
+                }
+                let parent_cache = match batch.last_cache() {
+                    Some(c) => Some(c.clone()),
+                    None => self.cache_of(chain)?,
+                };
+                let cache = match reserved.take() {
+                    Some(c) => c,
+                    // a layer that was stored when the import began and
+                    // went since
+                    None => self.reserve_caches(1)?.take().ok_or_else(|| {
+                        Error::Internal("no driver layer name was reserved".into())
+                    })?,
+                };
+                let staged =
+                    self.stage_from(src, l, chain, parent_cache.as_ref(), cache, progress)?;
+                progress(Event::Complete { short });
+                chains.push(staged.record().chain_id.clone());
+                batch.push(staged);
+                i += 1;
                 continue;
             }
-            let size = src.size(&l.member).unwrap_or(0);
-            progress(Event::Layer {
-                short: short.clone(),
-                size,
-            });
-            let mut r = src.open(&l.member)?;
-            let mut counting = Counting {
-                inner: &mut r,
-                done: 0,
-                size,
-                short: &short,
-                last: 0,
-                cb: progress,
-            };
-            let named = l
-                .blob
-                .as_ref()
-                .map_or_else(|| l.member.clone(), |d| d.to_string());
-            let input = LayerIn {
-                input: &mut counting,
-                diff: Some(&l.diff),
-                blob: l.blob.as_ref(),
-                keep: Keep::Copy {
-                    media_type: l.media.clone(),
-                },
-            };
-            let (rec, existed) =
-                self.register_layer(chain.as_ref(), input)
-                    .map_err(|e| Error::InLayer {
-                        what: named,
-                        inner: Box::new(e),
-                    })?;
-            drop(r);
-            if !existed {
-                created.push(rec.clone());
+            // record what is staged; a winner elsewhere restarts from it
+            let start = chains.len() - batch.len();
+            let done = self.publish_staged(std::mem::take(&mut batch))?;
+            chains.truncate(start);
+            for (rec, existed) in done {
+                if !existed {
+                    created.push(rec.clone());
+                }
+                chains.push(rec.chain_id);
             }
-            let got = Store::blob_digest_of(&rec);
-            if let Some(want) = &l.blob
-                && !existed
-                && got != *want
-            {
-                return Err(Error::DigestMismatch {
-                    what: format!("layer blob {}", l.member),
-                    expected: want.to_string(),
-                    actual: got.to_string(),
-                });
-            }
-            progress(Event::Complete { short });
-            chains.push(rec.chain_id.clone());
-            chain = Some(rec.chain_id);
+            i = chains.len();
         }
         Ok(chains)
+    }
+
+    /// How many of `layers` are not stored yet.
+    fn missing_layers(&self, layers: &[LayerPlan]) -> Result<usize> {
+        let mut chain: Option<Digest> = None;
+        let mut missing = 0;
+        for l in layers {
+            let next = Digest::chain(chain.as_ref(), &l.diff);
+            if self.layer(&next)?.is_none() {
+                missing += 1;
+            }
+            chain = Some(next);
+        }
+        Ok(missing)
+    }
+
+    /// The driver layer of a recorded chain.
+    fn cache_of(&self, chain: Option<&Digest>) -> Result<Option<strata_core::LayerId>> {
+        let Some(c) = chain else { return Ok(None) };
+        let l = self
+            .layer(c)?
+            .ok_or_else(|| Error::NoSuchLayer(c.to_string()))?;
+        Ok(Some(strata_core::LayerId::new(l.cache_id)?))
+    }
+
+    /// Read one layer's blob from the archive and stage it (applied, not
+    /// recorded) as the driver layer `cache`.
+    fn stage_from<'s>(
+        &'s self,
+        src: &mut dyn Source,
+        l: &LayerPlan,
+        parent: Option<&Digest>,
+        parent_cache: Option<&strata_core::LayerId>,
+        cache: strata_core::LayerId,
+        progress: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Staged<'s>> {
+        let short = l.blob.as_ref().unwrap_or(&l.diff).short().to_string();
+        let size = src.size(&l.member).unwrap_or(0);
+        progress(Event::Layer {
+            short: short.clone(),
+            size,
+        });
+        let mut r = src.open(&l.member)?;
+        let mut counting = Counting {
+            inner: &mut r,
+            done: 0,
+            size,
+            short: &short,
+            last: 0,
+            cb: progress,
+        };
+        let input = LayerIn {
+            input: &mut counting,
+            diff: Some(&l.diff),
+            blob: l.blob.as_ref(),
+            keep: Keep::Copy {
+                media_type: l.media.clone(),
+            },
+        };
+        self.stage_layer(parent, parent_cache, input, cache, true)
+            .map_err(|e| Error::InLayer {
+                what: l
+                    .blob
+                    .as_ref()
+                    .map_or_else(|| l.member.clone(), |d| d.to_string()),
+                inner: Box::new(e),
+            })
     }
 
     /// Store the config (and manifest) blobs and the image's record, tags
