@@ -81,6 +81,11 @@ pub(super) fn cases() -> Vec<Case> {
             NONE,
             "reopening the driver keeps every layer and its parent"
         ),
+        case!(
+            lazy_apply_then_sync,
+            NONE,
+            "layers applied lazily and synced together look like applied ones, also after reopen"
+        ),
     ]
 }
 
@@ -481,4 +486,36 @@ pub(super) fn reopen_keeps_layers(c: &mut Ctx<'_>) -> Result<()> {
     c.reopen()?;
     ensure!(c.d.layers()? == layers, "layers changed on reopen");
     same_listing("view after reopen", &c.view("rw")?, &before)
+}
+
+pub(super) fn lazy_apply_then_sync(c: &mut Ctx<'_>) -> Result<()> {
+    let (base, top) = (base_tree(), upper_changes());
+    let mut stats = Vec::new();
+    for (name, parent, entries) in [("lbase", None, &base), ("ltop", Some("lbase"), &top)] {
+        let data = crate::layer::tar(entries);
+        let p = parent.map(id);
+        stats.push(drv(c.d.apply_diff_lazy(
+            &id(name),
+            p.as_ref(),
+            &mut &data[..],
+            None,
+        ))?);
+        ensure!(
+            c.d.exists(&id(name)),
+            "{name} does not exist after a lazy apply"
+        );
+    }
+    drv(c.d.sync_layers(&[id("lbase"), id("ltop")]))?;
+    drv(c.d.sync_layers(&[]))?;
+    ensure!(
+        stats[1].diff_id == crate::layer::sha256(&crate::layer::tar(&top)),
+        "a lazy apply's diffID is not the tar's digest"
+    );
+    let want = c.reference(&[&base[..], &top[..]])?;
+    same_listing("lazily applied view", &c.view("ltop")?, &want)?;
+    c.reopen()?;
+    same_listing("lazily applied view after reopen", &c.view("ltop")?, &want)?;
+    let e = c.d.sync_layers(&[id("nosuchlayer")]);
+    ensure!(e.is_err(), "syncing an unknown layer succeeded");
+    Ok(())
 }
