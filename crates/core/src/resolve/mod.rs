@@ -216,7 +216,13 @@ pub struct Resolver<'a> {
     pub overlay: Option<OverlayXattr>,
     /// Resolve with `openat2(RESOLVE_IN_ROOT)` where the kernel has it.
     pub use_openat2: bool,
+    /// Directories the lower view lacks (the view does not change while
+    /// a layer is applied): nothing below them is looked up again.
+    lower_missing: std::cell::RefCell<Vec<Vec<u8>>>,
 }
+
+/// Lower directories remembered as missing.
+const LOWER_MISSING_KEPT: usize = 16;
 
 impl<'a> Resolver<'a> {
     /// A resolver of paths in `root`, with no lower view.
@@ -227,6 +233,7 @@ impl<'a> Resolver<'a> {
             lower: None,
             overlay: None,
             use_openat2: openat2_available(),
+            lower_missing: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -299,6 +306,9 @@ impl<'a> Resolver<'a> {
             return Ok(None);
         };
         let (dir, base) = split_parent(path);
+        if self.lower_lacks(dir) {
+            return Ok(None);
+        }
         let dfd = match open_beneath(
             lower,
             dir,
@@ -310,6 +320,7 @@ impl<'a> Resolver<'a> {
             // overlayfs merges directories by name and never follows a
             // lower symlink, so nothing of the lower shows below it
             Err(e) if lower_hides(&e) => {
+                self.remember_lower_missing(dir);
                 return Ok(None);
             }
             Err(e) => {
@@ -325,6 +336,22 @@ impl<'a> Resolver<'a> {
             Ok(None) => Ok(None),
             Err(e) => Err(Error::io_at("stat lower", path, e)),
         }
+    }
+
+    /// Whether `dir` is at or below a directory the lower view lacks.
+    fn lower_lacks(&self, dir: &[u8]) -> bool {
+        self.lower_missing
+            .borrow()
+            .iter()
+            .any(|m| dir.starts_with(m) && (dir.len() == m.len() || dir[m.len()] == b'/'))
+    }
+
+    fn remember_lower_missing(&self, dir: &[u8]) {
+        let mut m = self.lower_missing.borrow_mut();
+        if m.len() >= LOWER_MISSING_KEPT {
+            m.remove(0);
+        }
+        m.push(dir.to_vec());
     }
 
     /// Open the lower view's parent directory of `path` (for copy-up).

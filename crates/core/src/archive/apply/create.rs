@@ -58,7 +58,10 @@ impl Applier<'_> {
         }
         let slot = self.slot(head, &parent, pfd, &cbase, rpath)?;
         match head.kind {
-            Kind::Dir => return self.create_dir(head, &slot, xattrs),
+            Kind::Dir => {
+                self.forget_parent(&slot.rpath);
+                return self.create_dir(head, &slot, xattrs);
+            }
             Kind::File => self.create_file(head, &slot, xattrs, tr)?,
             Kind::Symlink => self.create_symlink(head, &slot, base, xattrs)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.create_node(head, &slot, base, xattrs)?,

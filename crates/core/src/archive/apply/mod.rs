@@ -93,6 +93,9 @@ impl std::fmt::Debug for ApplyOptions<'_> {
 
 const BUF: usize = 256 * 1024;
 
+/// Parent directories kept resolved (each holds an open directory fd).
+const PARENTS_CACHED: usize = 16;
+
 /// Most bytes accepted after the end-of-archive marker (writers pad to a
 /// record size, tar-split keeps what follows; an endless stream is refused).
 pub const MAX_TRAILER: u64 = 4 << 20;
@@ -179,7 +182,7 @@ fn apply_stream<R: Read>(
         buf: vec![0u8; BUF],
         size: 0,
         entries: 0,
-        parent: None,
+        parents: Vec::new(),
         owner: (
             rustix::process::geteuid().as_raw(),
             rustix::process::getegid().as_raw(),
@@ -193,7 +196,7 @@ fn apply_stream<R: Read>(
         a.entries += 1;
     }
     tr.drain(reborrow(&mut raw), MAX_TRAILER)?;
-    a.parent = None;
+    a.parents.clear();
     a.finish_dirs()?;
     Ok((a.size, a.entries, tr.position()))
 }
@@ -211,9 +214,12 @@ struct Applier<'a> {
     buf: Vec<u8>,
     size: u64,
     entries: u64,
-    /// The last parent directory resolved (entries come sorted, so most
-    /// share it); dropped whenever anything is removed or replaced.
-    parent: Option<(Vec<u8>, std::rc::Rc<Parent>)>,
+    /// The last parent directories resolved, most recent last (entries
+    /// come in walk order: most share the last one, and a walk returns to
+    /// a directory after each of its subdirectories); all dropped whenever
+    /// anything is removed or replaced, one when its directory's own entry
+    /// sets its owner or mode.
+    parents: Vec<(Vec<u8>, std::rc::Rc<Parent>)>,
     /// Our own uid and gid: new files already have them.
     owner: (u32, u32),
     umask: u32,
@@ -390,9 +396,7 @@ impl<'a> Applier<'a> {
     /// The parent directory `dir` (normalised), from the one-entry cache
     /// when the previous entry had the same parent.
     fn parent_dir(&mut self, dir: &[u8], missing: Missing) -> Result<Option<std::rc::Rc<Parent>>> {
-        if let Some((p, r)) = &self.parent
-            && p == dir
-        {
+        if let Some((_, r)) = self.parents.iter().rev().find(|(p, _)| p == dir) {
             return Ok(Some(r.clone()));
         }
         let d = {
@@ -415,14 +419,23 @@ impl<'a> Applier<'a> {
         // below cannot change what `dir` resolves to (through a symlink,
         // the next entry may replace a component on the way).
         if p.dir.path == dir {
-            self.parent = Some((dir.to_vec(), p.clone()));
+            if self.parents.len() >= PARENTS_CACHED {
+                self.parents.remove(0);
+            }
+            self.parents.push((dir.to_vec(), p.clone()));
         }
         Ok(Some(p))
     }
 
     /// Something was removed or replaced: cached parents may be stale.
     fn invalidate(&mut self) {
-        self.parent = None;
+        self.parents.clear();
+    }
+
+    /// The directory `path`'s own entry came: what was cached of its owner
+    /// and mode may be stale.
+    fn forget_parent(&mut self, path: &[u8]) {
+        self.parents.retain(|(p, _)| p != path);
     }
 
     /// Remove whatever stands at `name` so that it can be created anew.
