@@ -23,14 +23,8 @@ const LAYERS: usize = 70;
 /// removes `d/f3`; layer 60 replaces `d/f10`. With `bad_diff_at`, the
 /// config names a wrong diffID for that layer.
 fn many_layer_layout(out: &Path, bad_diff_at: Option<usize>) {
-    std::fs::create_dir_all(out.join("blobs/sha256")).unwrap();
-    let put = |b: &[u8]| -> String {
-        let dg = sha256(b);
-        std::fs::write(out.join("blobs/sha256").join(dg.hex()), b).unwrap();
-        dg.to_string()
-    };
+    let mut tars = Vec::new();
     let mut diff_ids = Vec::new();
-    let mut layers = Vec::new();
     for k in 0..LAYERS {
         let mut entries = vec![dir("d"), file(format!("d/f{k}"), format!("layer {k}"))];
         if k == 50 {
@@ -45,15 +39,9 @@ fn many_layer_layout(out: &Path, bad_diff_at: Option<usize>) {
         } else {
             sha256(&t).to_string()
         });
-        let dg = put(&t);
-        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg, "size": t.len()}));
+        tars.push(t);
     }
-    let cfg = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
-    let cd = put(&cfg);
-    let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()}, "layers": layers})).unwrap();
-    let md = put(&m);
-    std::fs::write(out.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": "test/many:1"}}]})).unwrap()).unwrap();
-    std::fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    write_oci_layout(out, &tars, &diff_ids, "test/many:1");
 }
 
 fn layer_count(e: &Env, root: &Path) -> usize {

@@ -168,29 +168,40 @@ pub fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
 /// An OCI layout with two layers of 3,000 small files each.
 pub fn make_big_layout(dir: &std::path::Path) {
     use strata_conformance::layer::{dir as d, file, tar};
+    let tars: Vec<Vec<u8>> = (0..2)
+        .map(|l| {
+            let mut entries = vec![d(format!("l{l}"))];
+            for i in 0..3000 {
+                entries.push(file(format!("l{l}/f{i}"), format!("{l}:{i}").repeat(40)));
+            }
+            tar(&entries)
+        })
+        .collect();
+    let diff_ids: Vec<String> = tars
+        .iter()
+        .map(|t| strata_conformance::layer::sha256(t).to_string())
+        .collect();
+    write_oci_layout(dir, &tars, &diff_ids, "test/big:1");
+}
+
+/// An OCI layout of one image `name` with the uncompressed layer `tars`,
+/// whose config lists `diff_ids` (the tars' digests, or not).
+pub fn write_oci_layout(dir: &std::path::Path, tars: &[Vec<u8>], diff_ids: &[String], name: &str) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let put = |b: &[u8]| -> String {
         let dg = strata_conformance::layer::sha256(b);
         std::fs::write(dir.join("blobs/sha256").join(dg.hex()), b).unwrap();
         dg.to_string()
     };
-    let mut diff_ids = Vec::new();
-    let mut layers = Vec::new();
-    for l in 0..2 {
-        let mut entries = vec![d(format!("l{l}"))];
-        for i in 0..3000 {
-            entries.push(file(format!("l{l}/f{i}"), format!("{l}:{i}").repeat(40)));
-        }
-        let t = tar(&entries);
-        diff_ids.push(strata_conformance::layer::sha256(&t));
-        let dg = put(&t);
-        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg, "size": t.len()}));
-    }
+    let layers: Vec<_> = tars
+        .iter()
+        .map(|t| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": put(t), "size": t.len()}))
+        .collect();
     let cfg = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
     let cd = put(&cfg);
     let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()}, "layers": layers})).unwrap();
     let md = put(&m);
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": "test/big:1"}}]})).unwrap()).unwrap();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": name}}]})).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 

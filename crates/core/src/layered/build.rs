@@ -92,6 +92,25 @@ impl<B: Backend> Layered<B> {
         r
     }
 
+    /// Apply a diff into layer `id`: in place when `create` made it, else
+    /// into a new layer (forced to disk at once when `durable`).
+    pub(super) fn apply_new_or_in_place(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut (dyn Read + Send),
+        raw: Option<&mut dyn RawSink>,
+        durable: bool,
+    ) -> Result<ApplyStats> {
+        if self.state.exists(id) {
+            return self.apply_in_place(id, parent, diff, raw);
+        }
+        self.build(id, parent, false, Some((diff, raw)), durable)?
+            .ok_or_else(|| {
+                Error::invalid(format!("apply to layer {id}"), "internal: no statistics")
+            })
+    }
+
     /// Apply `diff` into the layer directory `dir` whose parent's chain is
     /// `parent`.
     fn fill(

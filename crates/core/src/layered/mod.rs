@@ -320,13 +320,7 @@ impl<B: Backend> Driver for Layered<B> {
         diff: &mut (dyn Read + Send),
         raw: Option<&mut dyn RawSink>,
     ) -> Result<ApplyStats> {
-        if self.state.exists(id) {
-            return self.apply_in_place(id, parent, diff, raw);
-        }
-        self.build(id, parent, false, Some((diff, raw)), true)?
-            .ok_or_else(|| {
-                Error::invalid(format!("apply to layer {id}"), "internal: no statistics")
-            })
+        self.apply_new_or_in_place(id, parent, diff, raw, true)
     }
 
     fn apply_diff_lazy(
@@ -336,13 +330,7 @@ impl<B: Backend> Driver for Layered<B> {
         diff: &mut (dyn Read + Send),
         raw: Option<&mut dyn RawSink>,
     ) -> Result<ApplyStats> {
-        if self.state.exists(id) {
-            return self.apply_in_place(id, parent, diff, raw);
-        }
-        self.build(id, parent, false, Some((diff, raw)), false)?
-            .ok_or_else(|| {
-                Error::invalid(format!("apply to layer {id}"), "internal: no statistics")
-            })
+        self.apply_new_or_in_place(id, parent, diff, raw, false)
     }
 
     fn sync_layers(&self, ids: &[LayerId]) -> Result<()> {
