@@ -82,8 +82,18 @@ fn view_opts() -> ListOpts {
 }
 
 fn apply_plain(dir: &Path, data: &[u8]) -> strata::Result<()> {
+    apply_spilling(dir, data, None)
+}
+
+/// `apply_plain` whose bookkeeping spills to disk after `spill_after`
+/// keys (and bytes of directory times).
+fn apply_spilling(dir: &Path, data: &[u8], spill_after: Option<usize>) -> strata::Result<()> {
     let fd = fsx::open_dir_path(dir).unwrap();
-    archive::apply(fd.as_fd(), dir, &mut &data[..], ApplyOptions::default()).map(|_| ())
+    let opts = ApplyOptions {
+        spill_after,
+        ..ApplyOptions::default()
+    };
+    archive::apply(fd.as_fd(), dir, &mut &data[..], opts).map(|_| ())
 }
 
 fn fail(what: impl std::fmt::Display) -> TestCaseError {
@@ -131,6 +141,13 @@ fn one_case(
         return Ok(());
     }
     let want = listing(&reference, view_opts()).map_err(fail)?;
+
+    // the same with the bookkeeping spilled to disk after every key
+    let spilled = scratch.fresh_dir("spilled").unwrap();
+    apply_spilling(&spilled, &base_tar, Some(1)).map_err(fail)?;
+    apply_spilling(&spilled, &top_tar, Some(1)).map_err(fail)?;
+    let got = listing(&spilled, view_opts()).map_err(fail)?;
+    prop_assert_eq!(&got, &want, "spilled bookkeeping changed the result");
 
     // the mounted view: every name listed can be stat'ed, and it is the
     // reference tree
@@ -213,7 +230,7 @@ fn overlay_whiteouts_match_delete_format() {
                 }
             }
         }
-        for p in ["ref", "again"] {
+        for p in ["ref", "again", "spilled"] {
             for e in std::fs::read_dir(scratch.path()).unwrap() {
                 let e = e.unwrap();
                 if e.file_name().to_string_lossy().starts_with(p) {

@@ -68,6 +68,11 @@ fn measured(
 /// A tar of `n` empty files in directories of 1000 (their entries too
 /// when `dirs`), written as it goes.
 fn many_entries(w: &mut dyn Write, n: usize, dirs: bool, tag: &str) {
+    many_of(w, n, dirs, tag, tar::EntryType::Regular)
+}
+
+/// `many_entries` whose entries are of type `leaf` (files or directories).
+fn many_of(w: &mut dyn Write, n: usize, dirs: bool, tag: &str, leaf: tar::EntryType) {
     let mut b = tar::Builder::new(w);
     for i in 0..n {
         let mut h = tar::Header::new_ustar();
@@ -78,7 +83,8 @@ fn many_entries(w: &mut dyn Write, n: usize, dirs: bool, tag: &str) {
             let _ = b.append_data(&mut h, format!("d{:05}/", i / 1000), std::io::empty());
             h = tar::Header::new_ustar();
         }
-        h.set_mode(0o644);
+        h.set_entry_type(leaf);
+        h.set_mode(if leaf.is_dir() { 0o755 } else { 0o644 });
         h.set_size(0);
         if b.append_data(
             &mut h,
@@ -143,6 +149,18 @@ fn apply_memory_stays_flat() {
     assert!(
         kib < 64 << 10,
         "peak RSS {kib} KiB for {n} entries into existing directories"
+    );
+    // directories into directories of the layer below: each is a new
+    // directory to remember and a directory whose times are set at the end
+    let args = ["layer", "apply", "dirs", "--parent", "more", "-"];
+    let (ok, err, kib) = measured(&e, &args, |w| {
+        many_of(w, n, false, "dir", tar::EntryType::Directory)
+    });
+    println!("{n}-directory layer (into existing directories): peak RSS {kib} KiB");
+    assert!(ok, "{err}");
+    assert!(
+        kib < 64 << 10,
+        "peak RSS {kib} KiB for {n} directories into existing directories"
     );
 }
 

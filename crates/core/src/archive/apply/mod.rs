@@ -45,6 +45,7 @@ mod create;
 mod hide;
 mod link;
 mod pipeline;
+mod spill;
 
 use book::{Created, DirTimes};
 
@@ -77,6 +78,10 @@ pub struct ApplyOptions<'a> {
     pub lower: Option<BorrowedFd<'a>>,
     /// Force the openat2 rung on or off (tests of the fallback ladder).
     pub use_openat2: Option<bool>,
+    /// Keys (of created paths) and bytes (of directory times) kept in
+    /// memory before the bookkeeping spills to temporary files; default
+    /// 131,072 keys a set and 4 MiB (tests of the spill path set it low).
+    pub spill_after: Option<usize>,
     /// Receives every raw byte that is not file content (tar-split).
     pub raw: Option<&'a mut dyn RawSink>,
 }
@@ -87,6 +92,7 @@ impl std::fmt::Debug for ApplyOptions<'_> {
             .field("whiteouts", &self.whiteouts)
             .field("lower", &self.lower)
             .field("use_openat2", &self.use_openat2)
+            .field("spill_after", &self.spill_after)
             .finish()
     }
 }
@@ -173,12 +179,13 @@ fn apply_stream<R: Read>(
     if let Some(u) = opts.use_openat2 {
         res.use_openat2 = u && resolve::openat2_available();
     }
+    let scratch = std::rc::Rc::new(spill::Scratch::beside(root));
     let mut a = Applier {
         res,
         format,
-        created: Created::default(),
+        created: Created::new(scratch.clone(), opts.spill_after),
         copied_up: std::collections::HashMap::new(),
-        dir_times: DirTimes::default(),
+        dir_times: DirTimes::new(scratch, opts.spill_after),
         buf: vec![0u8; BUF],
         size: 0,
         entries: 0,
@@ -192,6 +199,7 @@ fn apply_stream<R: Read>(
     let mut raw = opts.raw;
     while let Some(head) = tr.next_entry_raw(reborrow(&mut raw))? {
         a.entry(&head, &mut tr)
+            .and_then(|()| a.spill_error())
             .map_err(|e| Error::entry(&head.path, e))?;
         a.entries += 1;
     }
@@ -454,14 +462,30 @@ impl<'a> Applier<'a> {
         !parent.default_acl && mode & 0o7000 == 0 && mode & !self.umask == mode
     }
 
+    /// The bookkeeping could not be written to its temporary files.
+    fn spill_error(&self) -> Result<()> {
+        match self
+            .created
+            .take_error()
+            .or_else(|| self.dir_times.take_error())
+        {
+            Some(e) => Err(Error::archive(
+                "cannot write the apply's bookkeeping to a temporary file",
+                Some(e),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn finish_dirs(&mut self) -> Result<()> {
         let times = std::mem::take(&mut self.dir_times);
-        for (path, at, mt) in times.iter() {
+        let (root, openat2) = (self.res.root, self.res.use_openat2);
+        times.for_each(|path, at, mt| {
             let fd = match resolve::open_beneath(
-                self.res.root,
+                root,
                 path,
                 OFlags::RDONLY | OFlags::DIRECTORY,
-                self.res.use_openat2,
+                openat2,
             ) {
                 Ok(fd) => fd,
                 // removed or replaced later in the layer
@@ -471,12 +495,11 @@ impl<'a> Applier<'a> {
                         Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
                     ) =>
                 {
-                    continue;
+                    return Ok(());
                 }
                 Err(e) => return Err(sys("open", path, e)),
             };
-            fsx::set_times_fd(fd.as_fd(), at, mt).map_err(|e| sys("set times", path, e))?;
-        }
-        Ok(())
+            fsx::set_times_fd(fd.as_fd(), at, mt).map_err(|e| sys("set times", path, e))
+        })
     }
 }
