@@ -94,7 +94,7 @@ impl KeySet {
             sorted.extend(t.drain());
             sorted.sort_unstable();
             for &k in &sorted {
-                w.push(k)?;
+                w.push(k, 0)?;
             }
         }
         self.mem = 0;
@@ -108,7 +108,7 @@ impl KeySet {
         if self.runs.is_empty() {
             return false;
         }
-        self.runs.contains(*k).unwrap_or_else(|e| {
+        self.runs.get(*k).map(|v| v.is_some()).unwrap_or_else(|e| {
             sp.err.set(e);
             false
         })

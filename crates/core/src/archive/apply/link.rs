@@ -107,7 +107,7 @@ impl Applier<'_> {
         }
         let key = (lst.st_dev, lst.st_ino);
         if lst.st_nlink > 1
-            && let Some(first) = self.copied_up.get(&key).cloned()
+            && let Some(first) = self.copied_up.get(key)?
             && self.link_to_copy(&first, dir, base)?
         {
             return Ok(true);
@@ -119,7 +119,7 @@ impl Applier<'_> {
         crate::copy::copy_node(lfd.as_fd(), &clbase, &lst, dir, base, None)
             .map_err(|e| sys("copy up", trpath, e))?;
         if lst.st_nlink > 1 {
-            self.copied_up.insert(key, trpath.to_vec());
+            self.copied_up.insert(key, trpath)?;
         }
         Ok(true)
     }

@@ -41,6 +41,7 @@
 //! lower-layer content only, never entries of the same layer.
 
 mod book;
+mod copied;
 mod create;
 mod hide;
 mod link;
@@ -48,6 +49,7 @@ mod pipeline;
 mod spill;
 
 use book::{Created, DirTimes};
+use copied::CopiedUp;
 
 use std::ffi::CStr;
 use std::io::{self, Read};
@@ -184,7 +186,7 @@ fn apply_stream<R: Read>(
         res,
         format,
         created: Created::new(scratch.clone(), opts.spill_after),
-        copied_up: std::collections::HashMap::new(),
+        copied_up: CopiedUp::new(scratch.clone(), opts.spill_after),
         dir_times: DirTimes::new(scratch, opts.spill_after),
         buf: vec![0u8; BUF],
         size: 0,
@@ -216,7 +218,7 @@ struct Applier<'a> {
     created: Created,
     /// Lower files with several names copied up by this layer, by (dev,
     /// inode): the upper path of the copy (overlay form only).
-    copied_up: std::collections::HashMap<(u64, u64), Vec<u8>>,
+    copied_up: CopiedUp,
     /// Directories whose times are set once every entry is in.
     dir_times: DirTimes,
     buf: Vec<u8>,

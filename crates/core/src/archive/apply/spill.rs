@@ -45,12 +45,13 @@ impl Scratch {
     }
 }
 
-/// Keys of one 16 KiB block of a run; the run's index holds each block's
-/// first key (1 byte of memory for 1,024 bytes on disk).
+/// Records of one 24 KiB block of a run; the run's index holds each
+/// block's first key (1 byte of memory for 1,536 bytes on disk).
 const BLOCK_KEYS: usize = 1024;
-const KEY: usize = 16;
+/// A record: a 16-byte key and an 8-byte value.
+const REC: usize = 24;
 
-/// One sorted, duplicate-free run of keys on disk.
+/// One sorted run of (key, value) records on disk, one record a key.
 #[derive(Debug)]
 pub(super) struct Run {
     file: File,
@@ -58,7 +59,8 @@ pub(super) struct Run {
     index: Vec<u128>,
 }
 
-/// Writes a run from keys in ascending order (duplicates dropped).
+/// Writes a run from keys in ascending order (of equal keys, the first
+/// is kept).
 pub(super) struct RunWriter {
     out: BufWriter<File>,
     keys: u64,
@@ -76,7 +78,7 @@ impl RunWriter {
         })
     }
 
-    pub(super) fn push(&mut self, k: u128) -> io::Result<()> {
+    pub(super) fn push(&mut self, k: u128, v: u64) -> io::Result<()> {
         if self.last == Some(k) {
             return Ok(());
         }
@@ -84,6 +86,7 @@ impl RunWriter {
             self.index.push(k);
         }
         self.out.write_all(&k.to_le_bytes())?;
+        self.out.write_all(&v.to_le_bytes())?;
         self.keys += 1;
         self.last = Some(k);
         Ok(())
@@ -99,10 +102,12 @@ impl RunWriter {
     }
 }
 
-fn key_at(b: &[u8], i: usize) -> u128 {
-    let mut k = [0u8; KEY];
-    k.copy_from_slice(&b[i * KEY..(i + 1) * KEY]);
-    u128::from_le_bytes(k)
+/// The record at `i` of a block.
+fn record_at(b: &[u8], i: usize) -> (u128, u64) {
+    let (mut k, mut v) = ([0u8; 16], [0u8; 8]);
+    k.copy_from_slice(&b[i * REC..i * REC + 16]);
+    v.copy_from_slice(&b[i * REC + 16..(i + 1) * REC]);
+    (u128::from_le_bytes(k), u64::from_le_bytes(v))
 }
 
 impl Run {
@@ -112,7 +117,7 @@ impl Run {
         keys.sort_unstable();
         let mut w = RunWriter::new(scratch)?;
         for &k in keys.iter() {
-            w.push(k)?;
+            w.push(k, 0)?;
         }
         w.finish()
     }
@@ -121,27 +126,29 @@ impl Run {
         self.keys
     }
 
-    pub(super) fn contains(&self, k: u128) -> io::Result<bool> {
+    /// The value of key `k`, if the run has it.
+    pub(super) fn get(&self, k: u128) -> io::Result<Option<u64>> {
         // the last block whose first key is <= k
         let b = match self.index.partition_point(|&f| f <= k) {
-            0 => return Ok(false),
+            0 => return Ok(None),
             n => n - 1,
         };
         let first = b as u64 * BLOCK_KEYS as u64;
         let n = (self.keys - first).min(BLOCK_KEYS as u64) as usize;
-        let mut buf = [0u8; BLOCK_KEYS * KEY];
+        let mut buf = [0u8; BLOCK_KEYS * REC];
         self.file
-            .read_exact_at(&mut buf[..n * KEY], first * KEY as u64)?;
+            .read_exact_at(&mut buf[..n * REC], first * REC as u64)?;
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match key_at(&buf, mid).cmp(&k) {
-                std::cmp::Ordering::Equal => return Ok(true),
+            let (mk, v) = record_at(&buf, mid);
+            match mk.cmp(&k) {
+                std::cmp::Ordering::Equal => return Ok(Some(v)),
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn reader(&self) -> RunReader<'_> {
@@ -157,23 +164,24 @@ impl Run {
         }
     }
 
-    /// One run of the keys of `a` and `b`.
+    /// One run of the records of `a` and the newer `b` (whose value wins
+    /// for a key both have).
     pub(super) fn merge(scratch: &Scratch, a: &Run, b: &Run) -> io::Result<Run> {
         let mut w = RunWriter::new(scratch)?;
         let (mut ra, mut rb) = (a.reader(), b.reader());
         let (mut x, mut y) = (ra.next()?, rb.next()?);
         loop {
             match (x, y) {
-                (Some(p), Some(q)) if p <= q => {
-                    w.push(p)?;
+                (Some(p), Some(q)) if p.0 < q.0 => {
+                    w.push(p.0, p.1)?;
                     x = ra.next()?;
                 }
                 (_, Some(q)) => {
-                    w.push(q)?;
+                    w.push(q.0, q.1)?;
                     y = rb.next()?;
                 }
                 (Some(p), None) => {
-                    w.push(p)?;
+                    w.push(p.0, p.1)?;
                     x = ra.next()?;
                 }
                 (None, None) => return w.finish(),
@@ -204,14 +212,14 @@ struct RunReader<'f> {
 }
 
 impl RunReader<'_> {
-    fn next(&mut self) -> io::Result<Option<u128>> {
+    fn next(&mut self) -> io::Result<Option<(u128, u64)>> {
         if self.left == 0 {
             return Ok(None);
         }
-        let mut k = [0u8; KEY];
-        self.src.read_exact(&mut k)?;
+        let mut r = [0u8; REC];
+        self.src.read_exact(&mut r)?;
         self.left -= 1;
-        Ok(Some(u128::from_le_bytes(k)))
+        Ok(Some(record_at(&r, 0)))
     }
 }
 
@@ -240,13 +248,14 @@ impl Runs {
         self.runs.is_empty()
     }
 
-    pub(super) fn contains(&self, k: u128) -> io::Result<bool> {
-        for r in &self.runs {
-            if r.contains(k)? {
-                return Ok(true);
+    /// The value of key `k` in the newest run that has it.
+    pub(super) fn get(&self, k: u128) -> io::Result<Option<u64>> {
+        for r in self.runs.iter().rev() {
+            if let Some(v) = r.get(k)? {
+                return Ok(Some(v));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     #[cfg(test)]
@@ -291,10 +300,10 @@ mod tests {
         }
         assert!(runs.len() <= 3, "binary counter: {} runs", runs.len());
         for &k in &all {
-            assert!(runs.contains(k).unwrap(), "{k:x}");
-            assert!(!runs.contains(k + 1).unwrap(), "{:x}", k + 1);
+            assert_eq!(runs.get(k).unwrap(), Some(0), "{k:x}");
+            assert_eq!(runs.get(k + 1).unwrap(), None, "{:x}", k + 1);
         }
-        assert!(!runs.contains(u128::MAX).unwrap());
+        assert_eq!(runs.get(u128::MAX).unwrap(), None);
         let total: u64 = runs.runs.iter().map(Run::keys).sum();
         assert_eq!(total, all.len() as u64, "merges drop duplicates");
     }
