@@ -282,10 +282,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             for s in ["strata", "overlayfs"]:
                 pm[s].append(self.prepare_mount(s, f"deep-{s}", chain, k))
         self.results["prepare_mount_65_seconds"] = {s: statistics.median(v) for s, v in pm.items()}
+        self.prepare_mount_client(chain)
         for s in ["strata", "overlayfs"]:
             self.ctr(f"deep-{s}", "images", "rm", "--sync", self.deep)
         pm = self.results["prepare_mount_65_seconds"]
         self.results["prepare+mount 65 layers: strata / overlayfs"] = pm["strata"] / pm["overlayfs"]
+
+    def prepare_mount_client(self, chain):
+        """The same from one long-lived client (bench/go/prepmount): no ctr
+        process start in the figures, so the snapshotters' own cost shows."""
+        exe = os.path.join(self.w, "prepmount")
+        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(self.w, "gocache"))
+        sh(["go", "build", "-o", exe, "."], cwd=os.path.join(REPO, "bench", "go", "prepmount"), env=env)
+        target = os.path.join(self.w, "pm-client")
+        out = subprocess.run([exe, self.sock, target, chain, str(max(101, self.runs * 20 + 1)),
+                              "strata=deep-strata", "overlayfs=deep-overlayfs"],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"prepmount failed: {out.stderr.strip()}")
+        out = out.stdout
+        us = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in out.splitlines()}
+        self.results["prepare_mount_65_client_us (median, p25, p75)"] = us
+        self.results["prepare+mount 65 layers, one client: strata / overlayfs"] = us["strata"][0] / us["overlayfs"][0]
 
     def teardown(self):
         for p in reversed(self.procs):

@@ -71,10 +71,24 @@ impl Service {
         f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
     ) -> std::result::Result<T, Status> {
         let s = self.store.clone();
-        let r = tokio::task::spawn_blocking(move || f(&s))
-            .await
-            .map_err(|e| Error::Internal(format!("{call}: {e}")))
-            .and_then(|r| r);
+        let queued = std::time::Instant::now();
+        let r = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            let r = f(&s);
+            (r, start)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("{call}: {e}")))
+        .and_then(|(r, start)| {
+            tracing::debug!(
+                call,
+                wait_us = start.duration_since(queued).as_micros() as u64,
+                work_us = start.elapsed().as_micros() as u64,
+                total_us = queued.elapsed().as_micros() as u64,
+                "done"
+            );
+            r
+        });
         r.map_err(|e| {
             tracing::debug!(call, "refused: {e}");
             e.status()

@@ -257,11 +257,12 @@ fn kill_during_pull(w: &mut World) {
     let end = Instant::now() + Duration::from_secs(120);
     loop {
         let log = w.log().split_off(seen);
-        let commits = log
-            .lines()
+        // the calls as they come in (not the timing lines of finished ones)
+        let calls = || log.lines().filter(|l| !l.contains(" done "));
+        let commits = calls()
             .filter(|l| l.contains(" commit ") || l.ends_with(" commit"))
             .count();
-        let prepares = log.lines().filter(|l| l.contains("prepare")).count();
+        let prepares = calls().filter(|l| l.contains("prepare")).count();
         if commits >= 2 && prepares >= 3 {
             break;
         }

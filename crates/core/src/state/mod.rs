@@ -21,6 +21,7 @@
 //! first, then drops its metadata. After a crash, [`DriverState::recover`]
 //! removes what dead operations left (see [`recover`]).
 
+mod chain;
 mod counts;
 mod held;
 mod kids;
@@ -107,6 +108,8 @@ pub struct DriverState {
     /// came from: a rewrite (always a new file, renamed over) or removal
     /// shows in a stat, so a hit costs one stat instead of a read.
     metas: std::sync::Mutex<std::collections::HashMap<LayerId, (u64, i64, i64, LayerMeta)>>,
+    /// Parent chains read before (see [`chain`](DriverState::chain)).
+    chains: chain::Chains,
 }
 
 // Every path here is the driver's own bookkeeping, never layer content.
@@ -147,6 +150,7 @@ impl DriverState {
             layers: layers.to_path_buf(),
             reserved,
             metas: std::sync::Mutex::default(),
+            chains: chain::Chains::default(),
         })
         .and_then(|st| {
             st.index_kids()?;
@@ -183,6 +187,11 @@ impl DriverState {
 
     /// Layer `id`'s metadata; `NotFound` when there is none.
     pub fn meta(&self, id: &LayerId) -> Result<LayerMeta> {
+        self.meta_stamped(id).map(|(_, m)| m)
+    }
+
+    /// Layer `id`'s metadata and the (inode, ctime) of its file.
+    fn meta_stamped(&self, id: &LayerId) -> Result<(chain::Stamp, LayerMeta)> {
         let p = self.meta_path(id);
         let st = match rustix::fs::lstat(&p) {
             Ok(st) => st,
@@ -193,7 +202,7 @@ impl DriverState {
         if let Some((ino, cs, cn, m)) = self.metas.lock().unwrap_or_else(|e| e.into_inner()).get(id)
             && (*ino, *cs, *cn) == stamp
         {
-            return Ok(m.clone());
+            return Ok((stamp, m.clone()));
         }
         let data = match std::fs::read(&p) {
             Ok(d) => d,
@@ -213,7 +222,7 @@ impl DriverState {
         }
         let mut cache = self.metas.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(id.clone(), (stamp.0, stamp.1, stamp.2, m.clone()));
-        Ok(m)
+        Ok((stamp, m))
     }
 
     /// Write a layer's metadata atomically.
@@ -228,6 +237,7 @@ impl DriverState {
 
     /// Remove a layer's metadata.
     pub fn remove_meta(&self, id: &LayerId) -> Result<()> {
+        self.forget_chain(id);
         let p = self.meta_path(id);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -259,24 +269,6 @@ impl DriverState {
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
-    }
-
-    /// The layer and its ancestors, the layer first.
-    pub fn chain(&self, id: &LayerId) -> Result<Vec<LayerMeta>> {
-        let mut out: Vec<LayerMeta> = Vec::new();
-        let mut cur = Some(id.clone());
-        while let Some(c) = cur {
-            if out.iter().any(|m| m.id == c) {
-                return Err(Error::Corrupt {
-                    path: self.home.clone(),
-                    reason: format!("the parent chain of layer {id} loops back to {c}"),
-                });
-            }
-            let m = self.meta(&c)?;
-            cur = m.parent.clone();
-            out.push(m);
-        }
         Ok(out)
     }
 

@@ -167,18 +167,26 @@ impl Store {
         self.snapshot_create(key, parent, labels, Kind::View)
     }
 
-    /// Record snapshot `key` as being made (state `creating`, synced
-    /// before the driver acts) on the committed snapshot `parent`; returns
-    /// the row and the parent's layer.
+    /// Record snapshot `key` as being made (state `creating`, before the
+    /// driver acts) on the committed snapshot `parent`; returns the row and
+    /// the parent's layer.
+    ///
+    /// `synced`: the row is on disk before the driver acts. Without it the
+    /// row survives the process being killed (WAL), but a power loss may
+    /// lose it while the driver's layer stays: that layer is then claimed
+    /// by no row, and `Cleanup` reclaims it (snapshot layers claimed by no
+    /// row are orphans). The sequence of layer ids may then go back too, so
+    /// an id whose driver layer exists is skipped.
     fn reserve(
         &self,
         key: &str,
         parent: &str,
         labels: Labels,
         kind: Kind,
+        synced: bool,
     ) -> Result<(SnapshotRow, Option<LayerId>)> {
         let now = now_ns();
-        self.db.write("reserve snapshot", |tx| {
+        let tx_fn = |tx: &rusqlite::Transaction<'_>| {
             if rows::get(tx, key)?.is_some() {
                 return Err(Error::SnapshotExists(key.to_string()));
             }
@@ -206,12 +214,33 @@ impl Store {
                     updated: now,
                     labels,
                 },
-                layer: rows::next_layer(tx)?,
+                layer: self.free_layer_id(tx)?,
                 state: State::Creating,
                 origin: None,
             };
             rows::insert(tx, &row)?;
             Ok((row, parent_layer))
+        };
+        if synced {
+            self.db.write("reserve snapshot", tx_fn)
+        } else {
+            self.db.write_lazy("reserve snapshot", tx_fn)
+        }
+    }
+
+    /// The next snapshot layer id that no driver layer has (one left by a
+    /// row lost to a power loss is skipped; `Cleanup` reclaims it).
+    fn free_layer_id(&self, tx: &rusqlite::Transaction<'_>) -> Result<String> {
+        for _ in 0..10_000 {
+            let id = rows::next_layer(tx)?;
+            if !self.driver.exists(&LayerId::new(id.clone())?) {
+                return Ok(id);
+            }
+            tracing::warn!(layer = id, "skipping a snapshot layer id claimed by no row");
+        }
+        Err(Error::BadSnapshotInput {
+            what: "snapshot layer ids".into(),
+            reason: "10,000 ids in a row are taken by layers no row claims; run Cleanup".into(),
         })
     }
 
@@ -224,7 +253,10 @@ impl Store {
     ) -> Result<Vec<MountSpec>> {
         check_key(key)?;
         let _w = self.work_lock()?;
-        let (row, parent_layer) = self.reserve(key, parent, labels, kind)?;
+        // not synced: the layer is empty and not synced by the driver
+        // either, and its `ready` mark is not synced; a power loss may roll
+        // the snapshot back, never leave a layer `Cleanup` cannot find
+        let (row, parent_layer) = self.reserve(key, parent, labels, kind, false)?;
         let id = layer_id(&row)?;
         let o = CreateOpts::default();
         let made = match kind {
@@ -261,7 +293,7 @@ impl Store {
     ) -> Result<()> {
         check_key(key)?;
         let _w = self.work_lock()?;
-        let (row, parent_layer) = self.reserve(key, parent, labels, Kind::Committed)?;
+        let (row, parent_layer) = self.reserve(key, parent, labels, Kind::Committed, true)?;
         let id = layer_id(&row)?;
         let mut h = strata_core::Hashing::new(input);
         let applied = self.driver.apply_diff(&id, parent_layer.as_ref(), &mut h);

@@ -67,10 +67,21 @@ fn finish(raw: Raw) -> Result<SnapshotRow> {
     })
 }
 
+/// A prepared statement from the connection's cache (parsing the SQL
+/// again costs more than the query it runs).
+fn cached<'c>(
+    c: &'c Connection,
+    sql: &str,
+    op: &'static str,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    c.prepare_cached(sql).map_err(Error::db(op))
+}
+
 /// The row of `key`, in any state.
 pub(crate) fn get(c: &Connection, key: &str) -> Result<Option<SnapshotRow>> {
     let q = format!("SELECT {COLUMNS} FROM snapshots WHERE key = ?1");
-    c.query_row(&q, [key], from_row)
+    cached(c, &q, "read snapshot")?
+        .query_row([key], from_row)
         .optional()
         .map_err(Error::db("read snapshot"))?
         .map(finish)
@@ -80,7 +91,8 @@ pub(crate) fn get(c: &Connection, key: &str) -> Result<Option<SnapshotRow>> {
 /// The row whose driver layer is `layer`.
 pub(crate) fn by_layer(c: &Connection, layer: &str) -> Result<Option<SnapshotRow>> {
     let q = format!("SELECT {COLUMNS} FROM snapshots WHERE layer = ?1");
-    c.query_row(&q, [layer], from_row)
+    cached(c, &q, "read snapshot")?
+        .query_row([layer], from_row)
         .optional()
         .map_err(Error::db("read snapshot"))?
         .map(finish)
@@ -111,9 +123,11 @@ fn select(c: &Connection, tail: &str) -> Result<Vec<SnapshotRow>> {
 
 /// Keys of the snapshots whose parent is `key`.
 pub(crate) fn children(c: &Connection, key: &str) -> Result<Vec<String>> {
-    let mut st = c
-        .prepare("SELECT key FROM snapshots WHERE parent = ?1 ORDER BY key LIMIT 4")
-        .map_err(Error::db("list snapshot children"))?;
+    let mut st = cached(
+        c,
+        "SELECT key FROM snapshots WHERE parent = ?1 ORDER BY key LIMIT 4",
+        "list snapshot children",
+    )?;
     st.query_map([key], |r| r.get(0))
         .map_err(Error::db("list snapshot children"))?
         .collect::<rusqlite::Result<Vec<_>>>()
@@ -123,30 +137,34 @@ pub(crate) fn children(c: &Connection, key: &str) -> Result<Vec<String>> {
 pub(crate) fn insert(c: &Connection, r: &SnapshotRow) -> Result<()> {
     let labels = serde_json::to_string(&r.info.labels)
         .map_err(|e| Error::Internal(format!("labels to JSON: {e}")))?;
-    c.execute(
+    cached(
+        c,
         "INSERT INTO snapshots (key, parent, kind, layer, created, updated, labels, state, origin)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            r.info.key,
-            r.info.parent,
-            r.info.kind.as_str(),
-            r.layer,
-            r.info.created,
-            r.info.updated,
-            labels,
-            r.state.as_str(),
-            r.origin
-        ],
-    )
+        "record snapshot",
+    )?
+    .execute(params![
+        r.info.key,
+        r.info.parent,
+        r.info.kind.as_str(),
+        r.layer,
+        r.info.created,
+        r.info.updated,
+        labels,
+        r.state.as_str(),
+        r.origin
+    ])
     .map(|_| ())
     .map_err(Error::db("record snapshot"))
 }
 
 pub(crate) fn set_state(c: &Connection, key: &str, state: State) -> Result<()> {
-    c.execute(
+    cached(
+        c,
         "UPDATE snapshots SET state = ?2 WHERE key = ?1",
-        params![key, state.as_str()],
-    )
+        "update snapshot",
+    )?
+    .execute(params![key, state.as_str()])
     .map(|_| ())
     .map_err(Error::db("update snapshot"))
 }
@@ -168,7 +186,8 @@ pub(crate) fn set_labels(
 }
 
 pub(crate) fn delete(c: &Connection, key: &str) -> Result<()> {
-    c.execute("DELETE FROM snapshots WHERE key = ?1", [key])
+    cached(c, "DELETE FROM snapshots WHERE key = ?1", "drop snapshot")?
+        .execute([key])
         .map(|_| ())
         .map_err(Error::db("drop snapshot"))
 }
@@ -177,21 +196,23 @@ pub(crate) fn delete(c: &Connection, key: &str) -> Result<()> {
 /// before on this root (short, so that containerd's mount code fits deep
 /// stacks into one page of `lowerdir=`).
 pub(crate) fn next_layer(c: &Connection) -> Result<String> {
-    let n: i64 = c
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'snapshot_seq'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-        .map_err(Error::db("read snapshot sequence"))?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    c.execute(
+    let n: i64 = cached(
+        c,
+        "SELECT value FROM meta WHERE key = 'snapshot_seq'",
+        "read snapshot sequence",
+    )?
+    .query_row([], |r| r.get::<_, String>(0))
+    .optional()
+    .map_err(Error::db("read snapshot sequence"))?
+    .and_then(|s| s.parse().ok())
+    .unwrap_or(1);
+    cached(
+        c,
         "INSERT INTO meta (key, value) VALUES ('snapshot_seq', ?1)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [(n + 1).to_string()],
-    )
+        "write snapshot sequence",
+    )?
+    .execute([(n + 1).to_string()])
     .map_err(Error::db("write snapshot sequence"))?;
     Ok(format!("s{n}"))
 }
