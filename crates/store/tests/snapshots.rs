@@ -282,3 +282,29 @@ fn cleanup_removes_only_unclaimed_snapshot_layers() {
         .unwrap();
     assert_eq!(base.as_deref(), Some("snapshot \"base\""));
 }
+
+#[test]
+fn a_layer_left_by_a_lost_row_is_skipped_and_reclaimed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    s.snapshot_prepare("a", "", Labels::new()).unwrap();
+    let d = s.driver();
+    let id = |s: &str| LayerId::new(s).unwrap();
+    // a power loss lost the rows (and the id sequence) of s2 and s3, not
+    // their driver layers
+    d.create(&id("s2"), None, &Default::default()).unwrap();
+    d.create_rw(&id("s3"), Some(&id("s2")), &Default::default())
+        .unwrap();
+    let specs = s.snapshot_prepare("b", "", Labels::new()).unwrap();
+    let b = source(&specs);
+    assert!(
+        b.to_string_lossy().contains("/s4"),
+        "the ids whose layers exist are skipped: {}",
+        b.display()
+    );
+    assert_eq!(s.snapshot_stat("b").unwrap().key, "b");
+    let mut removed = s.snapshot_cleanup().unwrap();
+    removed.sort();
+    assert_eq!(removed, ["s2", "s3"], "Cleanup reclaims what no row claims");
+    assert!(s.snapshot_mounts("b").is_ok() && s.snapshot_mounts("a").is_ok());
+}

@@ -304,3 +304,34 @@ fn status_and_metadata_combine_common_and_backend_lines() {
     assert_eq!(m[0], ("Fake".to_string(), "yes".to_string()));
     assert!(m.iter().any(|(k, v)| k == "Parent" && v == "-"));
 }
+
+#[test]
+fn chains_stay_right_through_the_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let d = open(t.path(), None);
+    let ids =
+        |v: Vec<LayerMeta>| -> Vec<String> { v.into_iter().map(|m| m.id.to_string()).collect() };
+    apply(&d, "a", None, &[]).unwrap();
+    apply(&d, "b", Some("a"), &[]).unwrap();
+    apply(&d, "c", Some("b"), &[]).unwrap();
+    let st = d.state();
+    assert_eq!(ids(st.chain(&id("c")).unwrap()), ["c", "b", "a"]);
+    assert_eq!(ids(st.chain(&id("c")).unwrap()), ["c", "b", "a"], "a hit");
+    // c goes and comes back on another parent: its node is not reused
+    d.remove(&id("c")).unwrap();
+    assert_eq!(
+        d.state().chain(&id("c")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    apply(&d, "c", Some("a"), &[]).unwrap();
+    assert_eq!(ids(st.chain(&id("c")).unwrap()), ["c", "a"]);
+    // a new child finds its parent's cached chain
+    apply(&d, "d", Some("b"), &[]).unwrap();
+    assert_eq!(ids(st.chain(&id("d")).unwrap()), ["d", "b", "a"]);
+    // metadata rewritten into a loop is still refused for the layer whose
+    // own file changed
+    let mut m = st.meta(&id("a")).unwrap();
+    m.parent = Some(id("d"));
+    st.write_meta(&m).unwrap();
+    assert_eq!(st.chain(&id("a")).unwrap_err().kind(), ErrorKind::Corrupt);
+}
