@@ -300,6 +300,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"prepmount failed: {out.stderr.strip()}")
+        print(out.stderr, end="", flush=True)
         out = out.stdout
         us = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in out.splitlines()}
         self.results["prepare_mount_65_client_us (median, p25, p75)"] = us

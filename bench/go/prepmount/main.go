@@ -35,6 +35,7 @@ type target struct {
 	sn       snapshots.Snapshotter
 	ctx      context.Context // its namespace and a lease (else containerd's GC may take the snapshot)
 	times    []time.Duration
+	parts    [3][]time.Duration // prepare, mounts, mount
 }
 
 func main() {
@@ -63,7 +64,10 @@ func main() {
 		for _, t := range ts {
 			d := once(t, dir, parent, k)
 			if k > 0 { // the first round warms up
-				t.times = append(t.times, d)
+				t.times = append(t.times, d[0]+d[1]+d[2])
+				for i := range d {
+					t.parts[i] = append(t.parts[i], d[i])
+				}
 			}
 		}
 	}
@@ -71,22 +75,30 @@ func main() {
 		sort.Slice(t.times, func(i, j int) bool { return t.times[i] < t.times[j] })
 		n := len(t.times)
 		fmt.Printf("%s %d %d %d\n", t.name, t.times[n/2].Microseconds(), t.times[n/4].Microseconds(), t.times[3*n/4].Microseconds())
+		for i, what := range []string{"prepare", "mounts", "mount"} {
+			p := t.parts[i]
+			sort.Slice(p, func(a, b int) bool { return p[a] < p[b] })
+			fmt.Fprintf(os.Stderr, "%s %s median %d us\n", t.name, what, p[len(p)/2].Microseconds())
+		}
 	}
 }
 
-// once: prepare, mounts, mount (timed); unmount and remove (not timed).
-func once(t *target, dir, parent string, k int) time.Duration {
+// once: prepare, mounts, mount (timed, each); unmount and remove (not
+// timed).
+func once(t *target, dir, parent string, k int) [3]time.Duration {
 	ctx := t.ctx
 	key := fmt.Sprintf("prepmount-%d", k)
 	mp := dir + "/" + t.name
 	check("mkdir", os.MkdirAll(mp, 0o755))
-	start := time.Now()
+	t0 := time.Now()
 	_, err := t.sn.Prepare(ctx, key, parent)
 	check(t.name, "prepare", err)
+	t1 := time.Now()
 	ms, err := t.sn.Mounts(ctx, key)
 	check(t.name, "mounts", err)
+	t2 := time.Now()
 	check(t.name, "mount", mount.All(ms, mp))
-	d := time.Since(start)
+	d := [3]time.Duration{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
 	check(t.name, "unmount", mount.UnmountAll(mp, 0))
 	check(t.name, "remove", t.sn.Remove(ctx, key))
 	return d

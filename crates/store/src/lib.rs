@@ -83,6 +83,8 @@ pub struct Store {
     dir: PathBuf,
     driver: Box<dyn Driver>,
     db: db::Db,
+    /// Mounts of snapshots, for containerd's `Mounts`.
+    snap_mounts: snapshots::MountsCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,6 +125,7 @@ impl Store {
             dir,
             driver,
             db,
+            snap_mounts: snapshots::MountsCache::default(),
         };
         migrate::from_json(&s)?;
         if let Some(_gc) = s.try_gc_lock()? {

@@ -308,3 +308,22 @@ fn a_layer_left_by_a_lost_row_is_skipped_and_reclaimed() {
     assert_eq!(removed, ["s2", "s3"], "Cleanup reclaims what no row claims");
     assert!(s.snapshot_mounts("b").is_ok() && s.snapshot_mounts("a").is_ok());
 }
+
+#[test]
+fn mounts_of_a_snapshot_another_process_removed_are_not_served() {
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    s.snapshot_prepare("a", "", Labels::new()).unwrap();
+    s.snapshot_commit("base", "a", Labels::new()).unwrap();
+    let made = s.snapshot_prepare("x", "base", Labels::new()).unwrap();
+    assert_eq!(s.snapshot_mounts("x").unwrap(), made, "the same mounts");
+    // another store on the same root (another process) removes it
+    open(t.path()).snapshot_remove("x").unwrap();
+    assert_eq!(kind(s.snapshot_mounts("x")), ErrorKind::NotFound);
+    // and a key made again gets its new layer's mounts
+    let again = s.snapshot_prepare("x", "base", Labels::new()).unwrap();
+    assert_ne!(source(&again), source(&made));
+    assert_eq!(s.snapshot_mounts("x").unwrap(), again);
+    s.snapshot_commit("top", "x", Labels::new()).unwrap();
+    assert_eq!(kind(s.snapshot_mounts("x")), ErrorKind::NotFound);
+}

@@ -15,6 +15,7 @@ impl Store {
     /// Recovery of snapshot rows an interrupted operation left (called
     /// with the gc lock held).
     pub(crate) fn recover_snapshots(&self, r: &mut crate::CheckReport) -> Result<()> {
+        self.snap_mounts.clear();
         let rows = self.db.read("list snapshots", |tx| rows::unfinished(tx))?;
         for row in rows {
             let key = row.info.key.clone();

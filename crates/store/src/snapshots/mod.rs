@@ -17,6 +17,7 @@
 //! is not active `FailedPrecondition`.
 
 mod check;
+mod mounts;
 mod rows;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::{Store, records};
 
 pub(crate) use check::check_rows;
+pub(crate) use mounts::MountsCache;
 pub(crate) use rows::{SnapshotRow, all as all_rows, by_layer as rows_by_layer, is_snapshot_layer};
 
 /// What a snapshot is.
@@ -270,6 +272,7 @@ impl Store {
             self.db.write_lazy("record snapshot", |tx| {
                 rows::set_state(tx, key, State::Ready)
             })?;
+            self.snap_mounts.put(key, &id, &specs);
             Ok(specs)
         });
         if done.is_err() {
@@ -343,6 +346,12 @@ impl Store {
 
     /// containerd's Mounts: the mounts of an active or view snapshot.
     pub fn snapshot_mounts(&self, key: &str) -> Result<Vec<MountSpec>> {
+        if let Some((layer, specs)) = self.snap_mounts.get(key) {
+            if self.driver.exists(&layer) {
+                return Ok(specs);
+            }
+            self.snap_mounts.forget(key);
+        }
         let r = self.ready_snapshot(key)?;
         if r.info.kind == Kind::Committed {
             return Err(Error::SnapshotState {
@@ -350,13 +359,17 @@ impl Store {
                 reason: "is committed; only active and view snapshots have mounts".into(),
             });
         }
-        Ok(self.driver.mount_specs(&layer_id(&r)?)?)
+        let layer = layer_id(&r)?;
+        let specs = self.driver.mount_specs(&layer)?;
+        self.snap_mounts.put(key, &layer, &specs);
+        Ok(specs)
     }
 
     /// containerd's Commit: the active snapshot `key` becomes the
     /// committed snapshot `name`, in place (no copy); `key` is gone after.
     pub fn snapshot_commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         check_key(name)?;
+        self.snap_mounts.forget(key);
         let _w = self.work_lock()?;
         let now = now_ns();
         let (from, to) = self.db.write("commit snapshot", |tx| {
@@ -400,6 +413,7 @@ impl Store {
 
     /// containerd's Remove: refused while other snapshots sit on it.
     pub fn snapshot_remove(&self, key: &str) -> Result<()> {
+        self.snap_mounts.forget(key);
         let _w = self.work_lock()?;
         let r = self.db.write("remove snapshot", |tx| {
             let r = rows::get(tx, key)?
