@@ -144,6 +144,9 @@ impl Backend for Overlay2 {
     fn make_layer(&self, st: &DriverState, new: NewLayer<'_>) -> Result<()> {
         let NewLayer { dir, parent, meta } = new;
         let diff = dir.join("diff");
+        // the layer's directory first (mkdir_p of diff/ would try diff/
+        // first and fail once)
+        fsx::mkdir_p(dir, 0o755).ctx("create", dir)?;
         fsx::mkdir_p(&diff, 0o755).ctx("create", &diff)?;
         if meta.rw {
             let w = dir.join("work");

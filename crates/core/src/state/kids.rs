@@ -19,7 +19,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::{DriverState, LayerMeta};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::id::LayerId;
 
@@ -35,9 +35,20 @@ impl DriverState {
     /// child is published).
     pub(super) fn add_kid(&self, parent: &LayerId, child: &LayerId) -> Result<()> {
         let d = self.kids_dir(parent);
-        fsx::mkdir_p(&d, 0o700).ctx("create directory", &d)?;
         let p = d.join(child.as_str());
-        fsx::write_replace(&p, b"").ctx("write", &p)
+        // an empty file: made whole or not at all, no temporary name needed
+        let made = match fsx::create_new(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fsx::mkdir_p(&d, 0o700).ctx("create directory", &d)?;
+                fsx::create_new(&p)
+            }
+            r => r,
+        };
+        match made {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("write", &p, e)),
+        }
     }
 
     /// Forget `child` under `parent`, and `child`'s own entries (call

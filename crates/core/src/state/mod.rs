@@ -359,7 +359,20 @@ impl DriverState {
         if durable {
             fsx::fsync_dir(&self.layers).ctx("fsync", &self.layers)?;
         }
+        self.remember_meta(meta);
         Ok(())
+    }
+
+    /// Cache the metadata just written for a layer now in place (its
+    /// first read, mounting it, then costs one stat).
+    fn remember_meta(&self, m: &LayerMeta) {
+        if let Ok(st) = rustix::fs::lstat(&self.meta_path(&m.id)) {
+            let mut cache = self.metas.lock().unwrap_or_else(|e| e.into_inner());
+            cache.insert(
+                m.id.clone(),
+                (st.st_ino, st.st_ctime, st.st_ctime_nsec as i64, m.clone()),
+            );
+        }
     }
 
     /// Take layer `id` out of the store (under the lock): refused while it
