@@ -366,7 +366,7 @@ impl DriverState {
     /// Cache the metadata just written for a layer now in place (its
     /// first read, mounting it, then costs one stat).
     fn remember_meta(&self, m: &LayerMeta) {
-        if let Ok(st) = rustix::fs::lstat(&self.meta_path(&m.id)) {
+        if let Ok(st) = rustix::fs::lstat(self.meta_path(&m.id)) {
             let mut cache = self.metas.lock().unwrap_or_else(|e| e.into_inner());
             cache.insert(
                 m.id.clone(),
