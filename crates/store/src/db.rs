@@ -114,6 +114,34 @@ CREATE TABLE IF NOT EXISTS intents (
 );
 "#;
 
+/// How long a process waits for another one's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Run `f` again while SQLite answers "busy", up to [`BUSY_TIMEOUT`].
+///
+/// The busy timeout does not cover everything: SQLite returns
+/// `SQLITE_BUSY` at once, without calling the busy handler, where waiting
+/// could deadlock. Setting WAL mode does this when several processes open
+/// a new database at once (concurrent loads into a new root did, about one
+/// run in five). Nothing is held between tries, so trying again is safe.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                tracing::debug!("store database busy ({e}); trying again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The database of one store.
 #[derive(Debug)]
 pub struct Db {
@@ -128,9 +156,9 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags).map_err(Error::db("open"))?;
-        conn.busy_timeout(Duration::from_secs(120))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(Error::db("busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))
             .map_err(Error::db("WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(Error::db("synchronous"))?;
@@ -290,6 +318,89 @@ mod faults {
                 rustix::process::getpid(),
                 rustix::process::Signal::KILL,
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const CHILD: &str = "STRATA_DB_TEST_CHILD";
+    const PROCS: usize = 4;
+    const ROUNDS: u64 = 25;
+    const ROUND_MS: u64 = 40;
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    /// One process's share: in each round, at the same moment as the
+    /// others, open a new database and write to it.
+    fn child(dir: &Path, start_ms: u64) -> Result<()> {
+        for n in 0..ROUNDS {
+            let at = start_ms + n * ROUND_MS;
+            std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms())));
+            let db = Db::open(&dir.join(format!("{n}.db")))?;
+            db.write("test", |tx| {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, 'x')",
+                    [format!("p{}", std::process::id())],
+                )
+                .map_err(Error::db("test"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Processes creating one database at the same moment, as loads into a
+    /// new root do: SQLite answers one of them "busy" without waiting
+    /// while another switches the new database to WAL. Every open must
+    /// succeed. (Processes, not threads: connections of one process share
+    /// their locks.)
+    #[test]
+    fn processes_creating_one_database_at_once_all_succeed() {
+        if let Ok(spec) = std::env::var(CHILD) {
+            let (dir, start) = spec.split_once('\n').unwrap();
+            child(Path::new(dir), start.parse().unwrap()).unwrap();
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let start = now_ms() + 300;
+        let exe = std::env::current_exe().unwrap();
+        let name = "db::tests::processes_creating_one_database_at_once_all_succeed";
+        let kids: Vec<_> = (0..PROCS)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", name, "--nocapture"])
+                    .env(CHILD, format!("{}\n{start}", t.path().display()))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for k in kids {
+            let o = k.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "a process failed: {err}");
+        }
+        for n in 0..ROUNDS {
+            let db = Db::open(&t.path().join(format!("{n}.db"))).unwrap();
+            let rows: i64 = db
+                .read("count", |tx| {
+                    tx.query_row("SELECT count(*) FROM meta WHERE key LIKE 'p%'", [], |r| {
+                        r.get(0)
+                    })
+                    .map_err(Error::db("count"))
+                })
+                .unwrap();
+            assert_eq!(rows, PROCS as i64, "database {n}");
         }
     }
 }
