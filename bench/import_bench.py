@@ -12,7 +12,9 @@ For each case and run: a fresh root (set up untimed: its first open
 checks the file system and probes the kernel, ~30 ms) or an empty
 directory for tar on the file system, caches dropped first (`echo 3 > drop_caches`), then the
 timed command; strata and tar alternate. Backends: overlay2 on ext4,
-btrfs on btrfs. Medians are reported, and the ratio strata / tar.
+btrfs on btrfs. Medians are reported, and the ratio strata / tar; also
+each command followed by `sync -f` of the file system (the time until
+what it wrote is on disk), and that ratio.
 
 Needs root, the release binary (cargo build --release -p strata-cli), the
 workload (../shared/bench/make-workload.sh), GNU tar, gzip.
@@ -70,7 +72,11 @@ def one_image_layout(src, dst, name):
     return layers
 
 
-def timed(cmd, cwd=None):
+def timed(cmd, fs, cwd=None):
+    """Wall time of `cmd`, and of the `sync -f` of its file system that
+    follows: what the command left unwritten (tar leaves every byte it
+    wrote dirty in the page cache; a btrfs snapshot or read-only flag
+    first writes the subvolume's data out)."""
     subprocess.run(["sync"], check=True)
     open("/proc/sys/vm/drop_caches", "w").write("3\n")
     t0 = time.monotonic()
@@ -78,7 +84,9 @@ def timed(cmd, cwd=None):
     wall = time.monotonic() - t0
     if r.returncode != 0:
         sys.exit(f"import_bench: {' '.join(cmd)} failed: {r.stderr.strip()}")
-    return wall
+    t1 = time.monotonic()
+    subprocess.run(["sync", "-f", fs], check=True)
+    return wall, time.monotonic() - t1
 
 
 def main():
@@ -122,15 +130,20 @@ def main():
                         # made untimed: the first open of a root checks the
                         # file system and probes the kernel once
                         sh([STRATA, "--root", root, "--driver", drv, "image", "ls"])
-                        s_t.append(timed([STRATA, "--root", root, "--driver", drv, "image", "load", "-q", "-i", layout]))
+                        s_t.append(timed([STRATA, "--root", root, "--driver", drv, "image", "load", "-q", "-i", layout], mnt))
                         d = os.path.join(mnt, f"tar-{tag}")
                         os.makedirs(d)
                         # tar extracts the layers one after the other into one tree
                         script = " && ".join(" ".join(c) for c in tars)
-                        t_t.append(timed(["sh", "-c", script], cwd=d))
-                    s, t = statistics.median(s_t), statistics.median(t_t)
-                    results[f"{drv}: {case}"] = {"strata_s": s, "tar_s": t, "ratio": s / t}
-                    print(f"{drv:9} {case:17} strata {s:6.2f} s   tar {t:6.2f} s   ratio {s / t:.2f}", flush=True)
+                        t_t.append(timed(["sh", "-c", script], mnt, cwd=d))
+                    s = statistics.median(w for w, _ in s_t)
+                    t = statistics.median(w for w, _ in t_t)
+                    sd = statistics.median(w + y for w, y in s_t)
+                    td = statistics.median(w + y for w, y in t_t)
+                    results[f"{drv}: {case}"] = {"strata_s": s, "tar_s": t, "ratio": s / t,
+                                                 "strata_synced_s": sd, "tar_synced_s": td, "synced_ratio": sd / td}
+                    print(f"{drv:9} {case:17} strata {s:6.2f} s   tar {t:6.2f} s   ratio {s / t:.2f}"
+                          f"   | with sync -f after: strata {sd:6.2f} s   tar {td:6.2f} s   ratio {sd / td:.2f}", flush=True)
             finally:
                 subprocess.run(["umount", "-R", mnt])
     if a.json:
