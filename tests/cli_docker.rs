@@ -282,6 +282,11 @@ fn junk_input_is_named_not_echoed() {
         !err.contains("SECRET-LINE") && !err.contains('\x1b'),
         "{err:?}"
     );
+    // `import` of it: the error names the file, and no image is made
+    let err = e.fails(&["import", junk.to_str().unwrap(), "junk:1"]);
+    assert!(err.contains(junk.to_str().unwrap()), "{err}");
+    assert!(!err.contains("SECRET-LINE"), "{err:?}");
+    assert!(e.ok(&["images", "-q"]).trim().is_empty());
 }
 
 // Long on purpose: one user's session, step after step.

@@ -146,11 +146,15 @@ pub fn import_rootfs(cli: &Cli, a: &ImportArgs) -> Result<()> {
         },
     };
     let img = if stdin {
-        store.import_rootfs(&mut std::io::stdin(), &opts)?
+        store
+            .import_rootfs(&mut std::io::stdin(), &opts)
+            .context("importing standard input")?
     } else {
         let mut f = std::fs::File::open(&a.file)
             .with_context(|| format!("opening {}", a.file.display()))?;
-        store.import_rootfs(&mut f, &opts)?
+        store
+            .import_rootfs(&mut f, &opts)
+            .with_context(|| format!("importing {}", a.file.display()))?
     };
     println!("{}", img.id);
     Ok(())
