@@ -271,6 +271,37 @@ fn create_takes_dockers_name_flag() {
     assert_eq!(e.ok(&["ps", "-a", "-q"]).lines().count(), 3);
 }
 
+/// Docker's top-level forms: `create`, `commit`, `rm`, `tag`, `history`
+/// do what their `container` / `image` forms do.
+#[test]
+fn dockers_top_level_forms() {
+    let e = loaded();
+    let id = e.ok(&["create", "--name", "web", "strata/hello"]);
+    assert_eq!(
+        e.ok(&["ps", "-q", "--no-trunc", "--filter", "name=web"])
+            .trim(),
+        id.trim()
+    );
+    e.ok(&["commit", "web", "snap:1"]);
+    e.ok(&["tag", "snap:1", "snap:2"]);
+    let ids = e.ok(&["images", "-q", "--filter", "reference=snap"]);
+    let mut ids: Vec<&str> = ids.lines().collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "both tags name one image: {ids:?}");
+    let history = e.ok(&["history", "-q", "snap:2"]);
+    assert_eq!(
+        history.lines().count(),
+        e.ok(&["history", "-q", "strata/hello"]).lines().count() + 1,
+        "{history}"
+    );
+    e.ok(&["rm", "web"]);
+    assert!(e.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    let err = e.fails(&["rm", "web"]);
+    assert!(err.contains("web"), "{err}");
+    let err = e.fails(&["tag", "nosuch", "x:1"]);
+    assert!(err.contains("nosuch"), "{err}");
+}
+
 #[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");

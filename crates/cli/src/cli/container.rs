@@ -24,15 +24,7 @@ pub enum ContainerCmd {
     /// Create a container: a read-write layer on an image; prints its ID.
     /// `create --name NAME IMAGE` (Docker's form) or `create NAME IMAGE`;
     /// without a name, one is made up.
-    Create {
-        /// The container's name
-        #[arg(long = "name", value_name = "NAME")]
-        name: Option<String>,
-        /// [NAME] IMAGE: the container's name when --name is not given,
-        /// then the image (NAME[:TAG], ID or ID prefix)
-        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
-        args: Vec<String>,
-    },
+    Create(CreateArgs),
     /// List containers
     #[command(alias = "list")]
     Ls(PsArgs),
@@ -66,20 +58,36 @@ pub enum ContainerCmd {
     },
     /// Remove containers
     #[command(alias = "remove")]
-    Rm {
-        /// Containers: names, IDs or ID prefixes
-        #[arg(required = true)]
-        names: Vec<String>,
-        /// Drop its mounts first if it is mounted
-        #[arg(short, long)]
-        force: bool,
-    },
+    Rm(RmArgs),
     /// Remove every container that is not mounted
     Prune {
         /// Do not ask
         #[arg(short, long)]
         force: bool,
     },
+}
+
+/// `container create` / `create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The container's name
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+    /// [NAME] IMAGE: the container's name when --name is not given,
+    /// then the image (NAME[:TAG], ID or ID prefix)
+    #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `container rm` / `rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Containers: names, IDs or ID prefixes
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Drop its mounts first if it is mounted
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `container commit`
@@ -353,17 +361,14 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
         cli.open_store()?.export_container(name, &mut out)?;
         return out.finish();
     }
-    // arguments are checked before the root is touched
-    let create = match cmd {
-        ContainerCmd::Create { name, args } => Some(create_args(name.as_deref(), args)?),
-        _ => None,
-    };
+    match cmd {
+        ContainerCmd::Create(a) => return create(cli, a),
+        ContainerCmd::Commit(a) => return commit(cli, a),
+        ContainerCmd::Rm(a) => return rm(cli, a),
+        _ => {}
+    }
     let s = cli.open_store()?;
     match cmd {
-        ContainerCmd::Create { .. } => {
-            let (name, image) = create.unwrap_or_default();
-            println!("{}", s.create_container(&name, &image)?.id)
-        }
         ContainerCmd::Inspect(a) => {
             let mut v = Vec::new();
             for n in &a.names {
@@ -393,26 +398,44 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
             }
             out.flush()?;
         }
-        ContainerCmd::Commit(a) => {
-            let opts = CommitOpts {
-                tag: a.reference.as_deref(),
-                message: a.message.as_deref(),
-                author: a.author.as_deref(),
-                rm: a.rm,
-            };
-            println!("{}", s.commit(&a.name, &opts)?.id);
-        }
-        ContainerCmd::Rm { names, force } => rm(&s, names, *force)?,
         ContainerCmd::Prune { force } => prune(&s, *force)?,
-        ContainerCmd::Ls(_) | ContainerCmd::Export { .. } => {}
+        ContainerCmd::Ls(_)
+        | ContainerCmd::Export { .. }
+        | ContainerCmd::Create(_)
+        | ContainerCmd::Commit(_)
+        | ContainerCmd::Rm(_) => {}
     }
     Ok(())
 }
 
-fn rm(s: &Store, names: &[String], force: bool) -> Result<()> {
+/// `container create` / `create`.
+pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
+    // arguments are checked before the root is touched
+    let (name, image) = create_args(a.name.as_deref(), &a.args)?;
+    let s = cli.open_store()?;
+    println!("{}", s.create_container(&name, &image)?.id);
+    Ok(())
+}
+
+/// `container commit` / `commit`.
+pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<()> {
+    let opts = CommitOpts {
+        tag: a.reference.as_deref(),
+        message: a.message.as_deref(),
+        author: a.author.as_deref(),
+        rm: a.rm,
+    };
+    println!("{}", cli.open_store()?.commit(&a.name, &opts)?.id);
+    Ok(())
+}
+
+/// `container rm` / `rm`: each container in turn; the failures are
+/// reported and the status is 1 if any failed.
+pub fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
+    let s = cli.open_store()?;
     let mut failed = Vec::new();
-    for n in names {
-        match s.remove_container(n, force) {
+    for n in &a.names {
+        match s.remove_container(n, a.force) {
             Ok(_) => println!("{n}"),
             Err(e) => {
                 eprintln!("Error response: {e}");

@@ -83,6 +83,10 @@ pub enum Command {
     Images(image::LsArgs),
     /// Remove images (image rm)
     Rmi(image::RmArgs),
+    /// Give an image another name (image tag)
+    Tag(image::TagArgs),
+    /// Show an image's layers and how they were made (image history)
+    History(image::HistoryArgs),
     /// Load images from an archive or standard input (image load)
     Load(image::LoadArgs),
     /// Pull an image from a registry (image pull)
@@ -97,6 +101,12 @@ pub enum Command {
     Save(image::SaveArgs),
     /// Import a root file system tarball as a one-layer image (image import)
     Import(image::ImportArgs),
+    /// Create a container on an image; prints its ID (container create)
+    Create(container::CreateArgs),
+    /// Remove containers (container rm)
+    Rm(container::RmArgs),
+    /// Make a new image from a container's changes (container commit)
+    Commit(container::CommitArgs),
     /// List containers (container ls)
     Ps(container::PsArgs),
     /// Show disk usage (system df)
@@ -193,6 +203,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::System(c) => system::run(&cli, c),
         Command::Images(a) => image::ls(&cli, a),
         Command::Rmi(a) => image::rm(&cli, a),
+        Command::Tag(a) => image::tag(&cli, &a.source, &a.target),
+        Command::History(a) => image::history(&cli, a),
         Command::Load(a) => image::load(&cli, a),
         Command::Pull(a) => registry::pull(&cli, a),
         Command::Push(a) => registry::push(&cli, a),
@@ -200,6 +212,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(a) => registry::logout(a),
         Command::Save(a) => image::save(&cli, a),
         Command::Import(a) => image::import_rootfs(&cli, a),
+        Command::Create(a) => container::create(&cli, a),
+        Command::Rm(a) => container::rm(&cli, a),
+        Command::Commit(a) => container::commit(&cli, a),
         Command::Ps(a) => container::ps(&cli, a),
         Command::Df(a) => system::df(&cli, a),
         Command::Prune(a) => system::prune_layers(&cli, a),

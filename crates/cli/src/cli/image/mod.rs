@@ -13,8 +13,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 pub use inspect::graph_driver;
+pub use inspect::history;
 pub use list::{LsArgs, labels, ls};
 pub use manage::confirm as manage_confirm;
+pub use manage::tag;
 pub use manage::{
     ImportArgs, LoadArgs, RmArgs, SaveArgs, import_rootfs, load, prune_images, rm, save,
 };
@@ -45,12 +47,7 @@ pub enum ImageCmd {
     /// Show an image's history
     History(HistoryArgs),
     /// Give an image another name
-    Tag {
-        /// The image: NAME[:TAG], ID or ID prefix
-        source: String,
-        /// The new name: NAME[:TAG]
-        target: String,
-    },
+    Tag(TagArgs),
     /// Remove images (untag; delete when no tag is left)
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -86,7 +83,16 @@ pub struct InspectArgs {
     pub format: Format,
 }
 
-/// `image history`
+/// `image tag` / `tag`
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image: NAME[:TAG], ID or ID prefix
+    pub source: String,
+    /// The new name: NAME[:TAG]
+    pub target: String,
+}
+
+/// `image history` / `history`
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The image
@@ -130,7 +136,7 @@ pub fn run(cli: &Cli, cmd: &ImageCmd) -> Result<()> {
         ImageCmd::Ls(a) => ls(cli, a),
         ImageCmd::Inspect(a) => inspect::inspect(cli, a),
         ImageCmd::History(a) => inspect::history(cli, a),
-        ImageCmd::Tag { source, target } => manage::tag(cli, source, target),
+        ImageCmd::Tag(a) => manage::tag(cli, &a.source, &a.target),
         ImageCmd::Rm(a) => rm(cli, a),
         ImageCmd::Prune(a) => manage::prune(cli, a),
         ImageCmd::Mount { image } => manage::mount(cli, image),
