@@ -160,6 +160,26 @@ fn template(text: &str) -> Result<Template> {
     Ok(t)
 }
 
+/// A template's run-time error. gtmpl's "no field" error prints the
+/// whole value in Rust's debug form; name the field and the fields there
+/// are instead, as Docker's `map has no entry for key` does.
+fn exec_error(e: gtmpl::error::ExecError) -> anyhow::Error {
+    match e {
+        gtmpl::error::ExecError::NoFiledFor(field, Value::Object(m) | Value::Map(m)) => {
+            let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            anyhow!(
+                "--format template: no field {field:?} here (fields: {})",
+                keys.join(", ")
+            )
+        }
+        gtmpl::error::ExecError::NoFiledFor(field, _) => {
+            anyhow!("--format template: no field {field:?} here (not an object)")
+        }
+        e => anyhow!("--format template: {e}"),
+    }
+}
+
 fn ctx_value(row: &BTreeMap<String, String>, json: &serde_json::Value) -> Value {
     // the display strings, and what only the typed row has (lists, objects)
     let mut m: HashMap<String, Value> = HashMap::new();
@@ -206,10 +226,7 @@ fn print_template(
     rows: &[Row],
 ) -> Result<()> {
     let t = template(text)?;
-    let render = |v: Value| -> Result<String> {
-        t.render(&Context::from(v))
-            .map_err(|e| anyhow!("--format template: {e}"))
-    };
+    let render = |v: Value| -> Result<String> { t.render(&Context::from(v)).map_err(exec_error) };
     let mut lines = Vec::new();
     if table {
         // the header: each column key rendered as its header
@@ -256,9 +273,7 @@ pub fn print_values(out: &mut dyn Write, fmt: &Format, values: &[serde_json::Val
         Format::Template { text, .. } => {
             let t = template(text)?;
             for v in values {
-                let s = t
-                    .render(&Context::from(to_value(v)))
-                    .map_err(|e| anyhow!("--format template: {e}"))?;
+                let s = t.render(&Context::from(to_value(v))).map_err(exec_error)?;
                 writeln!(out, "{s}")?;
             }
             Ok(())
@@ -295,6 +310,22 @@ mod tests {
         let mut out = Vec::new();
         print_rows(&mut out, &parse(f).unwrap(), COLS, &[row()]).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_the_fields_there() {
+        let v = serde_json::json!({"Id": "sha256:abc", "Config": {"Env": ["A=1"]}});
+        let err = |f: &str| {
+            let mut out = Vec::new();
+            print_values(&mut out, &parse(f).unwrap(), std::slice::from_ref(&v))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("{{.Nope}}");
+        assert!(e.contains("\"Nope\"") && e.contains("Config, Id"), "{e}");
+        assert!(!e.contains("String("), "no debug dump: {e}");
+        let e = err("{{.Config.Nope}}");
+        assert!(e.contains("(fields: Env)"), "{e}");
     }
 
     #[test]
