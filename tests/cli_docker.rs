@@ -272,7 +272,8 @@ fn create_takes_dockers_name_flag() {
 }
 
 /// Docker's top-level forms: `create`, `commit`, `rm`, `tag`, `history`
-/// do what their `container` / `image` forms do.
+/// do what their `container` / `image` forms do, and `inspect` finds
+/// containers and images.
 #[test]
 fn dockers_top_level_forms() {
     let e = loaded();
@@ -281,6 +282,16 @@ fn dockers_top_level_forms() {
         e.ok(&["ps", "-q", "--no-trunc", "--filter", "name=web"])
             .trim(),
         id.trim()
+    );
+    // inspect: a container first, then an image; --type restricts it
+    let both = e.ok(&["inspect", "-f", "{{.Id}}", "web", "strata/hello"]);
+    let image_id = e.ok(&["image", "inspect", "-f", "{{.Id}}", "strata/hello"]);
+    assert_eq!(both, format!("{}\n{}", id.trim(), image_id), "{both}");
+    let err = e.fails(&["inspect", "--type", "image", "web"]);
+    assert!(err.contains("No such object: web"), "{err}");
+    assert!(
+        e.fails(&["inspect", "nosuch"])
+            .contains("No such object: nosuch")
     );
     e.ok(&["commit", "web", "snap:1"]);
     e.ok(&["tag", "snap:1", "snap:2"]);

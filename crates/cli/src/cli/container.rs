@@ -313,7 +313,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
     )
 }
 
-fn inspect_one(s: &Store, c: &ContainerRecord, size: bool) -> Result<serde_json::Value> {
+pub(crate) fn inspect_one(s: &Store, c: &ContainerRecord, size: bool) -> Result<serde_json::Value> {
     let n = mounts(s, c);
     let mut v = json!({
         "Id": c.id,

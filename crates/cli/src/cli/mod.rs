@@ -18,6 +18,7 @@ pub mod container;
 pub mod filter;
 pub mod format;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod output;
 pub mod progress;
@@ -101,6 +102,8 @@ pub enum Command {
     Save(image::SaveArgs),
     /// Import a root file system tarball as a one-layer image (image import)
     Import(image::ImportArgs),
+    /// Show containers' or images' details as JSON (or through a template)
+    Inspect(inspect::InspectArgs),
     /// Create a container on an image; prints its ID (container create)
     Create(container::CreateArgs),
     /// Remove containers (container rm)
@@ -212,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(a) => registry::logout(a),
         Command::Save(a) => image::save(&cli, a),
         Command::Import(a) => image::import_rootfs(&cli, a),
+        Command::Inspect(a) => inspect::inspect(&cli, a),
         Command::Create(a) => container::create(&cli, a),
         Command::Rm(a) => container::rm(&cli, a),
         Command::Commit(a) => container::commit(&cli, a),

@@ -36,7 +36,7 @@ pub fn graph_driver(s: &Store, cache_id: Option<&str>) -> serde_json::Value {
 }
 
 /// Docker's `image inspect` object of one image.
-fn inspect_one(s: &Store, img: &ImageRecord) -> Result<serde_json::Value> {
+pub(crate) fn inspect_one(s: &Store, img: &ImageRecord) -> Result<serde_json::Value> {
     let cfg = s.image_config(img)?;
     let raw: serde_json::Value = serde_json::from_slice(&s.blob(&img.id)?).unwrap_or_default();
     let layers: Vec<String> = cfg.rootfs().diff_ids().clone();

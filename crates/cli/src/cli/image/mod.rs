@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 
 pub use inspect::graph_driver;
 pub use inspect::history;
+pub(crate) use inspect::inspect_one;
 pub use list::{LsArgs, labels, ls};
 pub use manage::confirm as manage_confirm;
 pub use manage::tag;

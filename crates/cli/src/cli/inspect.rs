@@ -1,0 +1,64 @@
+//! `strata inspect`: containers and images by name, as `docker inspect`.
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use strata_store::{ErrorKind, Store};
+
+use super::format::{self, Format};
+use super::{Cli, container, image};
+
+/// What `--type` restricts `inspect` to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectType {
+    Container,
+    Image,
+}
+
+/// `inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Containers or images: names, IDs or ID prefixes, NAME[:TAG]
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Only this kind of object
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<ObjectType>,
+    /// Include a container's sizes (SizeRw, SizeRootFs)
+    #[arg(short, long)]
+    pub size: bool,
+    /// json, or a Go template (e.g. '{{.Id}}')
+    #[arg(short, long, value_parser = format::parse, default_value = "json")]
+    pub format: Format,
+}
+
+/// Each name is looked up as a container first, then as an image (as
+/// Docker does); one that is neither fails the command, naming it.
+pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
+    let s = cli.open_store()?;
+    let mut out = Vec::new();
+    for n in &a.names {
+        match one(&s, n, a)? {
+            Some(v) => out.push(v),
+            None => bail!("No such object: {n}"),
+        }
+    }
+    format::print_values(&mut std::io::stdout().lock(), &a.format, &out)
+}
+
+fn one(s: &Store, name: &str, a: &InspectArgs) -> Result<Option<serde_json::Value>> {
+    if a.kind != Some(ObjectType::Image) {
+        match s.find_container(name) {
+            Ok(c) => return Ok(Some(container::inspect_one(s, &c, a.size)?)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if a.kind != Some(ObjectType::Container) {
+        match s.find_image(name) {
+            Ok(i) => return Ok(Some(image::inspect_one(s, &i)?)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
