@@ -271,8 +271,8 @@ fn create_takes_dockers_name_flag() {
     assert_eq!(e.ok(&["ps", "-a", "-q"]).lines().count(), 3);
 }
 
-/// Docker's top-level forms: `create`, `commit`, `rm`, `tag`, `history`
-/// do what their `container` / `image` forms do, and `inspect` finds
+/// Docker's top-level forms: `create`, `diff`, `export`, `commit`, `rm`,
+/// `tag`, `history` do what their `container` / `image` forms do, and `inspect` finds
 /// containers and images.
 #[test]
 fn dockers_top_level_forms() {
@@ -292,6 +292,23 @@ fn dockers_top_level_forms() {
     assert!(
         e.fails(&["inspect", "nosuch"])
             .contains("No such object: nosuch")
+    );
+    // diff and export see a change made in the container
+    let merged = e.ok(&["container", "mount", "web"]);
+    std::fs::write(std::path::Path::new(merged.trim()).join("added"), "x").unwrap();
+    e.ok(&["container", "unmount", "web"]);
+    assert_eq!(e.ok(&["diff", "web"]), "A /added\n");
+    let tar = e.scratch.path().join("web.tar");
+    e.ok(&["export", "web", "-o", tar.to_str().unwrap()]);
+    let names = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout);
+    assert!(
+        names.lines().any(|l| l.trim_start_matches("./") == "added"),
+        "{names}"
     );
     e.ok(&["commit", "web", "snap:1"]);
     e.ok(&["tag", "snap:1", "snap:2"]);

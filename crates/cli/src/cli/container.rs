@@ -42,20 +42,11 @@ pub enum ContainerCmd {
         name: String,
     },
     /// List changed files (A / C / D)
-    Diff {
-        /// The container
-        name: String,
-    },
+    Diff(DiffArgs),
     /// Make a new image from a container's changes
     Commit(CommitArgs),
     /// Write a container's root file system as a tar (-o FILE, else standard output)
-    Export {
-        /// The container
-        name: String,
-        /// Write to FILE (default, or -: standard output)
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
+    Export(ExportArgs),
     /// Remove containers
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -77,6 +68,23 @@ pub struct CreateArgs {
     /// then the image (NAME[:TAG], ID or ID prefix)
     #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// `container diff` / `diff`
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The container
+    pub name: String,
+}
+
+/// `container export` / `export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The container
+    pub name: String,
+    /// Write to FILE (default, or -: standard output)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `container rm` / `rm`
@@ -356,12 +364,9 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
     if let ContainerCmd::Ls(a) = cmd {
         return ps(cli, a);
     }
-    if let ContainerCmd::Export { name, output } = cmd {
-        let mut out = Output::open(output.as_deref())?;
-        cli.open_store()?.export_container(name, &mut out)?;
-        return out.finish();
-    }
     match cmd {
+        ContainerCmd::Export(a) => return export(cli, a),
+        ContainerCmd::Diff(a) => return diff(cli, a),
         ContainerCmd::Create(a) => return create(cli, a),
         ContainerCmd::Commit(a) => return commit(cli, a),
         ContainerCmd::Rm(a) => return rm(cli, a),
@@ -387,25 +392,36 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
             let c = s.find_container(name)?;
             s.driver().unmount(&Store::container_layer(&c)?)?;
         }
-        ContainerCmd::Diff { name } => {
-            let c = s.find_container(name)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for ch in s
-                .driver()
-                .changes(&Store::container_layer(&c)?, DiffBase::Parent)?
-            {
-                writeln!(out, "{ch}")?;
-            }
-            out.flush()?;
-        }
         ContainerCmd::Prune { force } => prune(&s, *force)?,
         ContainerCmd::Ls(_)
-        | ContainerCmd::Export { .. }
+        | ContainerCmd::Export(_)
+        | ContainerCmd::Diff(_)
         | ContainerCmd::Create(_)
         | ContainerCmd::Commit(_)
         | ContainerCmd::Rm(_) => {}
     }
     Ok(())
+}
+
+/// `container export` / `export`.
+pub fn export(cli: &Cli, a: &ExportArgs) -> Result<()> {
+    let mut out = Output::open(a.output.as_deref())?;
+    cli.open_store()?.export_container(&a.name, &mut out)?;
+    out.finish()
+}
+
+/// `container diff` / `diff`: `A` / `C` / `D` and the path, as `docker diff`.
+pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<()> {
+    let s = cli.open_store()?;
+    let c = s.find_container(&a.name)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for ch in s
+        .driver()
+        .changes(&Store::container_layer(&c)?, DiffBase::Parent)?
+    {
+        writeln!(out, "{ch}")?;
+    }
+    Ok(out.flush()?)
 }
 
 /// `container create` / `create`.

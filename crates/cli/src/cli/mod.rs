@@ -110,6 +110,10 @@ pub enum Command {
     Rm(container::RmArgs),
     /// Make a new image from a container's changes (container commit)
     Commit(container::CommitArgs),
+    /// List a container's changed files (container diff)
+    Diff(container::DiffArgs),
+    /// Write a container's root file system as a tar (container export)
+    Export(container::ExportArgs),
     /// List containers (container ls)
     Ps(container::PsArgs),
     /// Show disk usage (system df)
@@ -219,6 +223,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Create(a) => container::create(&cli, a),
         Command::Rm(a) => container::rm(&cli, a),
         Command::Commit(a) => container::commit(&cli, a),
+        Command::Diff(a) => container::diff(&cli, a),
+        Command::Export(a) => container::export(&cli, a),
         Command::Ps(a) => container::ps(&cli, a),
         Command::Df(a) => system::df(&cli, a),
         Command::Prune(a) => system::prune_layers(&cli, a),
