@@ -147,10 +147,11 @@ fn usage_errors_exit_2_and_touch_nothing() {
     ] {
         let o = e.run_in(&e.root, &["image", "tag", "strata/hello", bad]);
         assert!(!o.status.success(), "{bad} was accepted");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("invalid reference format"),
-            "{bad}"
-        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("invalid reference format"), "{bad}: {err}");
+        // it says what was expected, once
+        assert_eq!(err.matches("invalid reference format").count(), 1, "{err}");
+        assert!(err.contains(bad), "{err}");
     }
     let fresh = e.scratch.path().join("never-made");
     let o = e.run_in(&fresh, &["image", "inspect"]);

@@ -127,7 +127,7 @@ impl std::fmt::Display for Bad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Bad::Empty => "repository name must have at least one component",
-            Bad::Format => "invalid reference format",
+            Bad::Format => "expected [HOST[:PORT]/]NAME[:TAG][@DIGEST]",
             Bad::NameTooLong => "repository name must not be more than 255 characters",
             Bad::DigestFormat => "invalid checksum digest format",
             Bad::DigestLength => "invalid checksum digest length",
