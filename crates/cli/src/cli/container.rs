@@ -361,46 +361,35 @@ fn create_args(flag: Option<&str>, args: &[String]) -> Result<(String, String)> 
 
 /// Run `strata container ...`.
 pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
-    if let ContainerCmd::Ls(a) = cmd {
-        return ps(cli, a);
-    }
     match cmd {
-        ContainerCmd::Export(a) => return export(cli, a),
-        ContainerCmd::Diff(a) => return diff(cli, a),
-        ContainerCmd::Create(a) => return create(cli, a),
-        ContainerCmd::Commit(a) => return commit(cli, a),
-        ContainerCmd::Rm(a) => return rm(cli, a),
-        _ => {}
-    }
-    let s = cli.open_store()?;
-    match cmd {
+        ContainerCmd::Ls(a) => ps(cli, a),
+        ContainerCmd::Export(a) => export(cli, a),
+        ContainerCmd::Diff(a) => diff(cli, a),
+        ContainerCmd::Create(a) => create(cli, a),
+        ContainerCmd::Commit(a) => commit(cli, a),
+        ContainerCmd::Rm(a) => rm(cli, a),
         ContainerCmd::Inspect(a) => {
+            let s = cli.open_store()?;
             let mut v = Vec::new();
             for n in &a.names {
                 v.push(inspect_one(&s, &s.find_container(n)?, a.size)?);
             }
-            format::print_values(&mut std::io::stdout().lock(), &a.format, &v)?;
+            format::print_values(&mut std::io::stdout().lock(), &a.format, &v)
         }
         ContainerCmd::Mount { name } => {
+            let s = cli.open_store()?;
             let c = s.find_container(name)?;
-            println!(
-                "{}",
-                s.driver().mount(&Store::container_layer(&c)?)?.display()
-            );
+            let path = s.driver().mount(&Store::container_layer(&c)?)?;
+            println!("{}", path.display());
+            Ok(())
         }
         ContainerCmd::Unmount { name } => {
+            let s = cli.open_store()?;
             let c = s.find_container(name)?;
-            s.driver().unmount(&Store::container_layer(&c)?)?;
+            Ok(s.driver().unmount(&Store::container_layer(&c)?)?)
         }
-        ContainerCmd::Prune { force } => prune(&s, *force)?,
-        ContainerCmd::Ls(_)
-        | ContainerCmd::Export(_)
-        | ContainerCmd::Diff(_)
-        | ContainerCmd::Create(_)
-        | ContainerCmd::Commit(_)
-        | ContainerCmd::Rm(_) => {}
+        ContainerCmd::Prune { force } => prune(&cli.open_store()?, *force),
     }
-    Ok(())
 }
 
 /// `container export` / `export`.

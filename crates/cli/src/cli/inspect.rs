@@ -49,16 +49,22 @@ fn one(s: &Store, name: &str, a: &InspectArgs) -> Result<Option<serde_json::Valu
     if a.kind != Some(ObjectType::Image) {
         match s.find_container(name) {
             Ok(c) => return Ok(Some(container::inspect_one(s, &c, a.size)?)),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if not_this(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     if a.kind != Some(ObjectType::Container) {
         match s.find_image(name) {
             Ok(i) => return Ok(Some(image::inspect_one(s, &i)?)),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {}
+            Err(e) if not_this(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(None)
+}
+
+/// The name does not name an object of this kind (missing, or not even
+/// a valid name for it): try the next kind.
+fn not_this(e: &strata_store::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput)
 }
