@@ -16,10 +16,18 @@ btrfs on btrfs. Medians are reported, and the ratio strata / tar; also
 each command followed by `sync -f` of the file system (the time until
 what it wrote is on disk), and that ratio.
 
+Loop devices (--loop): "buffered" is what `mount -o loop` makes: the
+loop device writes into its backing file's page cache, so a cache flush
+from the file system (btrfs ends every commit with one, and a snapshot
+or read-only flag commits) becomes an fsync of the whole backing file.
+"direct-io" (`losetup --direct-io=on`) writes through to the disk as a
+real block device does, so a flush drains only what is still in flight.
+
 Needs root, the release binary (cargo build --release -p strata-cli), the
 workload (../shared/bench/make-workload.sh), GNU tar, gzip.
 
-  bench/import_bench.py [--workload DIR] [--runs N] [--drivers overlay2,btrfs] [--json FILE]
+  bench/import_bench.py [--workload DIR] [--runs N] [--drivers overlay2,btrfs]
+                        [--loop buffered,direct-io] [--json FILE]
 """
 import argparse, gzip, hashlib, json, os, statistics, subprocess, sys, tempfile, time
 
@@ -94,6 +102,8 @@ def main():
     ap.add_argument("--workload", default="/var/tmp/strata-bench")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--drivers", default="overlay2,btrfs")
+    ap.add_argument("--loop", default="buffered,direct-io",
+                    help="loop device modes, comma-separated: buffered, direct-io")
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -108,17 +118,22 @@ def main():
         cases["main (gzip)"] = (os.path.join(w, "main-gz"), [["tar", "--xattrs", "-xpzf", p] for p in gz])
         layers = one_image_layout(oci, os.path.join(w, "deep"), "deep")
         cases["deep (65 layers)"] = (os.path.join(w, "deep"), [["tar", "--xattrs", "-xpf", p] for p in layers])
-        for drv in a.drivers.split(","):
-            img = os.path.join(w, f"{drv}.img")
-            mnt = os.path.join(w, f"m-{drv}")
+        for drv, loop in [(d, l) for d in a.drivers.split(",") for l in a.loop.split(",")]:
+            if loop not in ("buffered", "direct-io"):
+                sys.exit(f"import_bench: --loop {loop!r}: expected buffered or direct-io")
+            img = os.path.join(w, f"{drv}-{loop}.img")
+            mnt = os.path.join(w, f"m-{drv}-{loop}")
             os.makedirs(mnt)
             sh(["truncate", "-s", "24G", img])
             if FS[drv] == "ext4":
                 sh(["mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", img])
             else:
                 sh(["mkfs.btrfs", "-q", "-f", img])
-            sh(["mount", "-o", "loop", img, mnt])
+            dio = "on" if loop == "direct-io" else "off"
+            dev = subprocess.run(["losetup", "-f", "--show", f"--direct-io={dio}", img],
+                                 check=True, capture_output=True, text=True).stdout.strip()
             try:
+                sh(["mount", dev, mnt])
                 for ci, (case, (layout, tars)) in enumerate(cases.items()):
                     s_t, t_t = [], []
                     for k in range(a.runs):
@@ -140,12 +155,17 @@ def main():
                     t = statistics.median(w for w, _ in t_t)
                     sd = statistics.median(w + y for w, y in s_t)
                     td = statistics.median(w + y for w, y in t_t)
-                    results[f"{drv}: {case}"] = {"strata_s": s, "tar_s": t, "ratio": s / t,
+                    results[f"{drv} ({loop} loop): {case}"] = {"strata_s": s, "tar_s": t, "ratio": s / t,
                                                  "strata_synced_s": sd, "tar_synced_s": td, "synced_ratio": sd / td}
-                    print(f"{drv:9} {case:17} strata {s:6.2f} s   tar {t:6.2f} s   ratio {s / t:.2f}"
+                    print(f"{drv:9} {loop:9} {case:17} strata {s:6.2f} s   tar {t:6.2f} s   ratio {s / t:.2f}"
                           f"   | with sync -f after: strata {sd:6.2f} s   tar {td:6.2f} s   ratio {sd / td:.2f}", flush=True)
             finally:
-                subprocess.run(["umount", "-R", mnt])
+                subprocess.run(["umount", "-R", mnt], stderr=subprocess.DEVNULL)
+                subprocess.run(["losetup", "-d", dev])
+                # each file system holds ~10 GB of layers by its end: free
+                # it before the next one, or the host disk can fill, and a
+                # full host disk is an I/O error inside the loop file system
+                os.unlink(img)
     if a.json:
         json.dump(results, open(a.json, "w"), indent=1)
 

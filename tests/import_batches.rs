@@ -44,6 +44,39 @@ fn many_layer_layout(out: &Path, bad_diff_at: Option<usize>) {
     write_oci_layout(out, &tars, &diff_ids, "test/many:1");
 }
 
+/// The hex of layer `k`'s chain ID, from the layout's config.
+fn chain_hex(layout: &Path, k: usize) -> String {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| -> serde_json::Value {
+        let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let config = blob(&blob(&idx["manifests"][0])["config"]);
+    let diffs = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let mut chain = diffs[0].as_str().unwrap().to_string();
+    for d in &diffs[1..=k] {
+        chain = sha256(format!("{chain} {}", d.as_str().unwrap()).as_bytes()).to_string();
+    }
+    chain.trim_start_matches("sha256:").to_string()
+}
+
+/// The layer directories in the driver's home (not its own dot and
+/// bookkeeping entries), straight from the disk.
+fn driver_layers(e: &Env, driver: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(e.root.join(driver))
+        .map(|r| {
+            r.flatten()
+                .map(|d| d.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && n.len() == 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn layer_count(e: &Env, root: &Path) -> usize {
     let ls = e.ok_in(root, &["layer", "ls", "--format", "json"]);
     serde_json::from_str::<Vec<serde_json::Value>>(&ls)
@@ -85,6 +118,20 @@ fn many_layers(driver: &'static str) {
     // a wrong diffID in the third batch: nothing of the image stays
     let err = e.fails(&["image", "load", "-i", bad.to_str().unwrap()]);
     assert!(err.contains("diffID"), "{err}");
+    assert_eq!(layer_count(&e, &e.root), 0);
+    assert!(e.ok(&["check"]).contains("consistent"));
+    assert_no_leftovers(&e, driver);
+
+    // recording the second batch fails (a directory stands where layer
+    // 40's tar-split goes): the batch's layers are undone child first,
+    // and nothing of the image stays, before any later command recovers
+    let block = e.root.join("store/tarsplit").join(format!("{}.tsz", chain_hex(&good, 40)));
+    std::fs::create_dir_all(block.join("x")).unwrap();
+    let err = e.fails(&["image", "load", "-i", good.to_str().unwrap()]);
+    assert!(err.contains(block.to_str().unwrap()), "the error names the path: {err}");
+    assert!(!err.contains("half-made"), "a layer was left half-made: {err}");
+    assert_eq!(driver_layers(&e, driver), Vec::<String>::new());
+    std::fs::remove_dir_all(&block).unwrap();
     assert_eq!(layer_count(&e, &e.root), 0);
     assert!(e.ok(&["check"]).contains("consistent"));
     assert_no_leftovers(&e, driver);

@@ -215,7 +215,16 @@ impl Store {
                 out.push(None);
             }
             Ok(out)
-        })?;
+        });
+        // a Vec drops its elements first to last, parents before their
+        // children, which the driver refuses: undo as a batch
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                drop(Batch(taken));
+                return Err(e);
+            }
+        };
         let mut result = Vec::new();
         let rest = taken.split_off(outcome.len().min(taken.len()));
         for (s, o) in taken.into_iter().zip(outcome) {
