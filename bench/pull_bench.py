@@ -12,7 +12,9 @@
                 same blobs into an empty directory, back to back
 
 Then prepare+mount of a container snapshot on the 65-layer `deep` image,
-through containerd, on strata-snapshotter and on containerd's overlayfs.
+through containerd, on strata-snapshotter and on containerd's overlayfs,
+and on that same overlayfs snapshotter served as a proxy plugin
+(bench/go/overlayproxy), which pays the gRPC hop strata-snapshotter pays.
 
 Tools run in turn each round (A B C D E, A B C D E, ...); set-up and
 tear-down (fresh roots, removing images) are not timed. Medians are
@@ -27,6 +29,9 @@ import argparse, hashlib, json, os, shutil, signal, socket, statistics, subproce
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(REPO, "target", "release")
+# prepare+mount on the 65-layer image: strata-snapshotter, containerd's
+# overlayfs in process, and the same overlayfs as a proxy plugin
+PM_SNAPSHOTTERS = ["strata", "overlayfs", "overlayproxy"]
 
 
 def sh(cmd, **kw):
@@ -145,6 +150,9 @@ class Bench:
         self.spawn(wrap + [os.path.join(REL, "strata-snapshotter"), "--root", os.path.join(self.m, "snapshotter"),
                     "--driver", "overlay2", "--address", ssock], "snapshotter.log")
         wait(lambda: os.path.exists(ssock), "strata-snapshotter")
+        osock = os.path.join(self.w, "overlayproxy.sock")
+        self.spawn([self.go_build("overlayproxy"), os.path.join(self.m, "overlayproxy"), osock], "overlayproxy.log")
+        wait(lambda: os.path.exists(osock), "overlayproxy")
         conf = os.path.join(self.w, "containerd.toml")
         open(conf, "w").write(f'''version = 2
 root = "{c}/root"
@@ -157,9 +165,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.strata]
   type = "snapshot"
   address = "{ssock}"
+[proxy_plugins.overlayproxy]
+  type = "snapshot"
+  address = "{osock}"
 ''')
         self.spawn(["containerd", "--config", conf], "containerd.log")
         wait(lambda: os.path.exists(self.sock), "containerd")
+
+    def go_build(self, name):
+        """Build bench/go/NAME offline (Debian's Go sources); its path."""
+        exe = os.path.join(self.w, name)
+        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(self.w, "gocache"))
+        sh(["go", "build", "-o", exe, "."], cwd=os.path.join(REPO, "bench", "go", name), env=env)
+        return exe
 
     def ctr(self, ns, *args, check=True):
         return subprocess.run(["ctr", "--address", self.sock, "--namespace", ns] + list(args), check=check,
@@ -274,29 +292,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     def prepare_mount_all(self):
         chain = self.deep_chain()
         pm = {}
-        for s in ["strata", "overlayfs"]:
+        for s in PM_SNAPSHOTTERS:
             ns = f"deep-{s}"
             self.ctr(ns, "images", "pull", "--plain-http", "--snapshotter", s, self.deep)
             pm[s] = []
         for k in range(max(10, self.runs * 3)):
-            for s in ["strata", "overlayfs"]:
+            for s in PM_SNAPSHOTTERS:
                 pm[s].append(self.prepare_mount(s, f"deep-{s}", chain, k))
         self.results["prepare_mount_65_seconds"] = {s: statistics.median(v) for s, v in pm.items()}
         self.prepare_mount_client(chain)
-        for s in ["strata", "overlayfs"]:
+        for s in PM_SNAPSHOTTERS:
             self.ctr(f"deep-{s}", "images", "rm", "--sync", self.deep)
         pm = self.results["prepare_mount_65_seconds"]
         self.results["prepare+mount 65 layers: strata / overlayfs"] = pm["strata"] / pm["overlayfs"]
+        self.results["prepare+mount 65 layers: strata / overlayproxy"] = pm["strata"] / pm["overlayproxy"]
 
     def prepare_mount_client(self, chain):
         """The same from one long-lived client (bench/go/prepmount): no ctr
         process start in the figures, so the snapshotters' own cost shows."""
-        exe = os.path.join(self.w, "prepmount")
-        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(self.w, "gocache"))
-        sh(["go", "build", "-o", exe, "."], cwd=os.path.join(REPO, "bench", "go", "prepmount"), env=env)
+        exe = self.go_build("prepmount")
         target = os.path.join(self.w, "pm-client")
         out = subprocess.run([exe, self.sock, target, chain, str(max(101, self.runs * 20 + 1)),
-                              "strata=deep-strata", "overlayfs=deep-overlayfs"],
+                             ] + [f"{s}=deep-{s}" for s in PM_SNAPSHOTTERS],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"prepmount failed: {out.stderr.strip()}")
@@ -305,6 +322,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         us = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in out.splitlines()}
         self.results["prepare_mount_65_client_us (median, p25, p75)"] = us
         self.results["prepare+mount 65 layers, one client: strata / overlayfs"] = us["strata"][0] / us["overlayfs"][0]
+        self.results["prepare+mount 65 layers, one client: strata / overlayproxy"] = us["strata"][0] / us["overlayproxy"][0]
+        self.results["prepare+mount 65 layers, one client: overlayproxy / overlayfs"] = us["overlayproxy"][0] / us["overlayfs"][0]
 
     def teardown(self):
         for p in reversed(self.procs):
