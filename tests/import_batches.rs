@@ -125,11 +125,20 @@ fn many_layers(driver: &'static str) {
     // recording the second batch fails (a directory stands where layer
     // 40's tar-split goes): the batch's layers are undone child first,
     // and nothing of the image stays, before any later command recovers
-    let block = e.root.join("store/tarsplit").join(format!("{}.tsz", chain_hex(&good, 40)));
+    let block = e
+        .root
+        .join("store/tarsplit")
+        .join(format!("{}.tsz", chain_hex(&good, 40)));
     std::fs::create_dir_all(block.join("x")).unwrap();
     let err = e.fails(&["image", "load", "-i", good.to_str().unwrap()]);
-    assert!(err.contains(block.to_str().unwrap()), "the error names the path: {err}");
-    assert!(!err.contains("half-made"), "a layer was left half-made: {err}");
+    assert!(
+        err.contains(block.to_str().unwrap()),
+        "the error names the path: {err}"
+    );
+    assert!(
+        !err.contains("half-made"),
+        "a layer was left half-made: {err}"
+    );
     assert_eq!(driver_layers(&e, driver), Vec::<String>::new());
     std::fs::remove_dir_all(&block).unwrap();
     assert_eq!(layer_count(&e, &e.root), 0);
