@@ -332,6 +332,35 @@ fn dockers_top_level_forms() {
 }
 
 #[test]
+fn force_forgives_only_what_is_not_there() {
+    let e = loaded();
+    e.ok(&["create", "--name", "web", "strata/hello"]);
+    // as `docker rm -f` / `docker rmi -f`: a missing name is reported on
+    // stderr, the others are removed, and the status is 0
+    e.ok(&["tag", "strata/hello", "spare:1"]);
+    let o = e.run_in(&e.root, &["rmi", "-f", "nosuch", "spare:1"]);
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No such image: nosuch"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Untagged: spare:1\n");
+    let o = e.run_in(&e.root, &["rm", "-f", "gone", "web"]);
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No such container: gone"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "web\n");
+    // without -f a missing name fails; with -f any other refusal still does
+    let err = e.fails(&["rm", "gone"]);
+    assert!(err.contains("could not remove gone"), "{err}");
+    e.ok(&["create", "--name", "db", "strata/hello"]);
+    let o = e.run_in(&e.root, &["rmi", "-f", "strata/hello", "nosuch"]);
+    assert_eq!(code(&o), 1, "an image in use is not forgiven: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("could not remove strata/hello\n"), "{err}");
+    assert!(
+        e.ok(&["images", "-q"]).trim().len() >= 12,
+        "the image stays"
+    );
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

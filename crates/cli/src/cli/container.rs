@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use strata_core::{DiffBase, Digest};
@@ -434,25 +434,13 @@ pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<()> {
     Ok(())
 }
 
-/// `container rm` / `rm`: each container in turn; the failures are
-/// reported and the status is 1 if any failed.
+/// `container rm` / `rm`: each container in turn (see
+/// [`super::remove_each`]).
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
     let s = cli.open_store()?;
-    let mut failed = Vec::new();
-    for n in &a.names {
-        match s.remove_container(n, a.force) {
-            Ok(_) => println!("{n}"),
-            Err(e) => {
-                eprintln!("Error response: {e}");
-                failed.push(n.as_str());
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("could not remove {}", failed.join(", "))
-    }
+    super::remove_each(&a.names, a.force, |n| {
+        s.remove_container(n, a.force).map(|_| vec![n.to_string()])
+    })
 }
 
 /// Remove the containers that are not mounted; the lines and the bytes

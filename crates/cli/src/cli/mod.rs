@@ -282,3 +282,32 @@ pub fn safe(s: &str) -> String {
         })
         .collect()
 }
+
+/// `rm` and `rmi`: remove each of `names` in turn with `remove`, printing
+/// the lines it returns; a failure is reported on stderr, and the status
+/// is 1 if any failed. With `force`, a name that does not exist is
+/// reported but is no failure, as with `docker rm -f` and `docker rmi -f`
+/// (scripts clean up with them whether or not the thing is there).
+pub fn remove_each(
+    names: &[String],
+    force: bool,
+    mut remove: impl FnMut(&str) -> strata_store::Result<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for n in names {
+        match remove(n) {
+            Ok(lines) => lines.iter().for_each(|l| println!("{}", safe(l))),
+            Err(e) => {
+                eprintln!("Error response: {e}");
+                if !(force && e.kind() == strata_store::ErrorKind::NotFound) {
+                    failed.push(safe(n));
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("could not remove {}", failed.join(", "))
+    }
+}

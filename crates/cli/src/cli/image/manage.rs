@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use strata_core::{DiffBase, LayerId};
 use strata_store::Store;
@@ -168,25 +168,10 @@ pub fn tag(cli: &Cli, source: &str, target: &str) -> Result<()> {
     Ok(store.tag_image(&img.id, target)?)
 }
 
-/// `strata image rm`: each image in turn; the failures are reported and
-/// the status is 1 if any failed.
+/// `strata image rm`: each image in turn (see [`crate::cli::remove_each`]).
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
     let store = cli.open_store()?;
-    let mut failed = Vec::new();
-    for r in &a.refs {
-        match store.remove_image(r, a.force) {
-            Ok(lines) => lines.iter().for_each(|l| println!("{}", safe(l))),
-            Err(e) => {
-                eprintln!("Error response: {e}");
-                failed.push(r.as_str());
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("could not remove {}", failed.join(", "))
-    }
+    crate::cli::remove_each(&a.refs, a.force, |r| store.remove_image(r, a.force))
 }
 
 /// Ask before a prune; `true` to go on.
