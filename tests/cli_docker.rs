@@ -361,6 +361,25 @@ fn force_forgives_only_what_is_not_there() {
 }
 
 #[test]
+fn templates_print_lists_and_maps_as_go_does() {
+    let e = loaded();
+    e.ok(&["tag", "strata/hello", "other:2"]);
+    // `{{.RepoTags}}` as Docker prints it, not Rust's debug form
+    let tags = e.ok(&["image", "inspect", "-f", "{{.RepoTags}}", "other:2"]);
+    assert_eq!(tags, "[other:2 strata/hello:latest]\n");
+    let rootfs = e.ok(&["image", "inspect", "-f", "{{- .RootFS -}}", "other:2"]);
+    assert!(rootfs.starts_with("map[Layers:[sha256:"), "{rootfs}");
+    assert!(rootfs.trim_end().ends_with("] Type:layers]"), "{rootfs}");
+    // what does not print is left alone: control words, declarations,
+    // strings holding braces, comments
+    let t = "{{/* }} */}}{{$t := .RepoTags}}{{range $t}}<{{.}}>{{end}}{{if .Id}}{{\"}}\"}}{{end}}";
+    assert_eq!(
+        e.ok(&["image", "inspect", "-f", t, "other:2"]),
+        "<other:2><strata/hello:latest>}}\n"
+    );
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

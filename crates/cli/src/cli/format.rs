@@ -143,19 +143,21 @@ fn f_truncate(a: &[Value]) -> std::result::Result<Value, FuncError> {
 }
 
 /// A template with Docker's extra functions (`json`, `join`, `lower`,
-/// `upper`, `split`, `truncate`).
+/// `upper`, `split`, `truncate`), printing lists and maps as Go does (see
+/// [`super::gofmt`]).
 fn template(text: &str) -> Result<Template> {
     let mut t = Template::default();
-    let funcs: [(&str, Func); 6] = [
+    let funcs: [(&str, Func); 7] = [
         ("json", f_json),
         ("join", f_join),
         ("lower", f_lower),
         ("upper", f_upper),
         ("split", f_split),
         ("truncate", f_truncate),
+        ("gofmt", super::gofmt::f_gofmt),
     ];
     t.add_funcs(&funcs);
-    t.parse(text)
+    t.parse(super::gofmt::printing_actions(text))
         .map_err(|e| anyhow!("--format template: {e}"))?;
     Ok(t)
 }

@@ -17,6 +17,7 @@
 pub mod container;
 pub mod filter;
 pub mod format;
+pub mod gofmt;
 pub mod image;
 pub mod inspect;
 pub mod layer;
