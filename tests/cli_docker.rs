@@ -380,6 +380,30 @@ fn templates_print_lists_and_maps_as_go_does() {
 }
 
 #[test]
+fn dockers_listing_shortcuts() {
+    let e = loaded();
+    e.ok(&["tag", "strata/hello", "other:2"]);
+    // `images REPOSITORY[:TAG]`, as `--filter reference=`
+    let repo = e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "other"]);
+    assert_eq!(repo, "other:2\n");
+    assert_eq!(e.ok(&["images", "-q", "nosuch"]), "");
+    // `ps -l` / `ps -n N`: the last made, newest first, even within one
+    // second
+    for n in ["c1", "c2", "c3"] {
+        e.ok(&["create", "--name", n, "strata/hello"]);
+    }
+    let names = |args: &[&str]| {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        e.ok(&a)
+    };
+    assert_eq!(names(&["-l"]), "c3\n");
+    assert_eq!(names(&["-n", "2"]), "c3\nc2\n");
+    assert_eq!(names(&["-n", "-1"]), "c3\nc2\nc1\n");
+    assert_eq!(names(&["-n", "2", "--filter", "name=c1"]), "c1\n");
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

@@ -135,6 +135,12 @@ pub struct PsArgs {
     /// Filter: name=, id=, ancestor=, label=, before=, since= (repeatable)
     #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Show the N last created containers (0 or less: all)
+    #[arg(short = 'n', long = "last", value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
+    pub last: i64,
+    /// Show the last created container
+    #[arg(short = 'l', long)]
+    pub latest: bool,
     /// table, json, or a Go template (e.g. '{{.Names}}')
     #[arg(long, value_parser = format::parse, default_value = "table")]
     pub format: Format,
@@ -290,7 +296,12 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<()> {
     };
     let bounds = (bound(&f.before)?, bound(&f.since)?);
     let mut kept = Vec::new();
+    // newest first, as Docker lists them; -n / -l keep the first ones
+    let limit = if a.latest { 1 } else { a.last };
     for c in s.containers()? {
+        if usize::try_from(limit).is_ok_and(|n| n > 0 && kept.len() >= n) {
+            break;
+        }
         if keep(&s, &c, &f, bounds)? {
             kept.push(c);
         }

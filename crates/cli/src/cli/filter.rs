@@ -73,13 +73,18 @@ impl Filters {
 
     /// Does some tag match a `reference=` pattern (or are there none)?
     pub fn reference_matches(&self, tags: &[String]) -> bool {
-        self.reference.is_empty()
-            || self.reference.iter().any(|p| {
-                tags.iter().any(|t| {
-                    let (repo, _) = strata_store::reference::split_tag(t);
-                    glob(p, t) || glob(p, repo)
-                })
-            })
+        self.reference.is_empty() || tags.iter().any(|t| self.names(t))
+    }
+
+    /// Does the reference `r` (`repo:tag` or `repo@digest`) match a
+    /// `reference=` pattern, whole or by its repository (or are there
+    /// none)? A listing shows only the references that match, as Docker's.
+    pub fn names(&self, r: &str) -> bool {
+        let repo = match r.split_once('@') {
+            Some((repo, _)) => repo,
+            None => strata_store::reference::split_tag(r).0,
+        };
+        self.reference.is_empty() || self.reference.iter().any(|p| glob(p, r) || glob(p, repo))
     }
 }
 

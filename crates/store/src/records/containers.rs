@@ -53,11 +53,12 @@ pub fn container_ids_with_prefix(c: &Connection, prefix: &str) -> Result<Vec<Str
         .map_err(Error::db("find container"))
 }
 
-/// Every container, newest first.
+/// Every container, newest first (within one second of `created`, the
+/// one made last first: rowids grow with each insert).
 pub fn containers(c: &Connection) -> Result<Vec<ContainerRecord>> {
     let mut st = c
         .prepare(&format!(
-            "SELECT {CONTAINER_COLS} FROM containers ORDER BY created DESC, id"
+            "SELECT {CONTAINER_COLS} FROM containers ORDER BY created DESC, rowid DESC"
         ))
         .map_err(Error::db("list containers"))?;
     let rows = st

@@ -34,6 +34,10 @@ pub struct LsArgs {
     /// table, json, or a Go template (e.g. '{{.Repository}}:{{.Tag}}')
     #[arg(long, value_parser = format::parse, default_value = "table")]
     pub format: Format,
+    /// Only the images of this repository (and tag), as
+    /// `--filter reference=`
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
 }
 
 const COLS: Columns = &[
@@ -161,12 +165,18 @@ fn rows(imgs: &[ImageRecord], no_trunc: bool, containers: &HashMap<String, usize
 
 /// `strata image ls`.
 pub fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
+    let mut filters = a.filter.clone();
+    filters.extend(a.reference.iter().map(|r| format!("reference={r}")));
     let f = Filters::parse(
-        &a.filter,
+        &filters,
         &["dangling", "reference", "label", "before", "since"],
     )?;
     let s = cli.open_store()?;
-    let imgs = filtered(&s, &f)?;
+    let mut imgs = filtered(&s, &f)?;
+    for i in &mut imgs {
+        i.repo_tags.retain(|t| f.names(t));
+        i.repo_digests.retain(|d| f.names(d));
+    }
     let mut out = std::io::stdout().lock();
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
