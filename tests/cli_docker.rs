@@ -404,6 +404,36 @@ fn dockers_listing_shortcuts() {
 }
 
 #[test]
+fn inspect_prints_what_it_finds_before_failing() {
+    let e = loaded();
+    e.ok(&["create", "--name", "web", "strata/hello"]);
+    // as `docker inspect`: the objects found are printed, the missing
+    // names reported, and the status is 1
+    for args in [
+        &["inspect", "-f", "{{.Name}}", "web", "nosuch"][..],
+        &["container", "inspect", "-f", "{{.Name}}", "web", "nosuch"][..],
+    ] {
+        let o = e.run_in(&e.root, args);
+        assert_eq!(code(&o), 1, "{args:?}: {o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "/web\n", "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("nosuch"),
+            "{o:?}"
+        );
+    }
+    let o = e.run_in(
+        &e.root,
+        &["image", "inspect", "nosuch", "strata/hello", "nada"],
+    );
+    assert_eq!(code(&o), 1, "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No such image: nosuch"), "{err}");
+    assert!(err.contains("No such image: nada"), "{err}");
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

@@ -381,11 +381,9 @@ pub fn run(cli: &Cli, cmd: &ContainerCmd) -> Result<()> {
         ContainerCmd::Rm(a) => rm(cli, a),
         ContainerCmd::Inspect(a) => {
             let s = cli.open_store()?;
-            let mut v = Vec::new();
-            for n in &a.names {
-                v.push(inspect_one(&s, &s.find_container(n)?, a.size)?);
-            }
-            format::print_values(&mut std::io::stdout().lock(), &a.format, &v)
+            format::inspect_each(&a.format, &a.names, |n| {
+                format::found(s.find_container(n), |c| inspect_one(&s, &c, a.size))
+            })
         }
         ContainerCmd::Mount { name } => {
             let s = cli.open_store()?;

@@ -287,6 +287,52 @@ pub fn print_values(out: &mut dyn Write, fmt: &Format, values: &[serde_json::Val
     }
 }
 
+/// What an inspect lookup found: the object, or the message for a name
+/// that names none (`No such image: x`).
+pub type Found = std::result::Result<serde_json::Value, String>;
+
+/// Inspect each of `names` with `find` and print what was found; the
+/// names that name nothing are reported after it, and fail the command,
+/// as `docker inspect` does (a missing name does not hide the others).
+/// Any other error stops at once.
+pub fn inspect_each(
+    fmt: &Format,
+    names: &[String],
+    mut find: impl FnMut(&str) -> Result<Found>,
+) -> Result<()> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match find(n)? {
+            Ok(v) => found.push(v),
+            Err(m) => missing.push((n, m)),
+        }
+    }
+    print_values(&mut std::io::stdout().lock(), fmt, &found)?;
+    match missing.as_slice() {
+        [] => Ok(()),
+        [(_, m)] => Err(anyhow!("{m}")),
+        many => {
+            many.iter()
+                .for_each(|(_, m)| eprintln!("Error response: {m}"));
+            let names: Vec<String> = many.iter().map(|(n, _)| super::safe(n)).collect();
+            Err(anyhow!("could not inspect {}", names.join(", ")))
+        }
+    }
+}
+
+/// `find`'s answer for a store lookup: a NotFound error is a missing name.
+pub fn found<T>(
+    r: strata_store::Result<T>,
+    inspect: impl FnOnce(T) -> Result<serde_json::Value>,
+) -> Result<Found> {
+    match r {
+        Ok(x) => Ok(Ok(inspect(x)?)),
+        Err(e) if e.kind() == strata_store::ErrorKind::NotFound => Ok(Err(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! `strata inspect`: containers and images by name, as `docker inspect`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use strata_store::{ErrorKind, Store};
 
@@ -32,17 +32,13 @@ pub struct InspectArgs {
 }
 
 /// Each name is looked up as a container first, then as an image (as
-/// Docker does); one that is neither fails the command, naming it.
+/// Docker does); one that is neither is reported after the others are
+/// printed, and fails the command.
 pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
     let s = cli.open_store()?;
-    let mut out = Vec::new();
-    for n in &a.names {
-        match one(&s, n, a)? {
-            Some(v) => out.push(v),
-            None => bail!("No such object: {n}"),
-        }
-    }
-    format::print_values(&mut std::io::stdout().lock(), &a.format, &out)
+    format::inspect_each(&a.format, &a.names, |n| {
+        Ok(one(&s, n, a)?.ok_or_else(|| format!("No such object: {n}")))
+    })
 }
 
 fn one(s: &Store, name: &str, a: &InspectArgs) -> Result<Option<serde_json::Value>> {

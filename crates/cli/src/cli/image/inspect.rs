@@ -68,11 +68,9 @@ pub(crate) fn inspect_one(s: &Store, img: &ImageRecord) -> Result<serde_json::Va
 /// `strata image inspect`.
 pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
     let s = cli.open_store()?;
-    let mut out = Vec::new();
-    for r in &a.refs {
-        out.push(inspect_one(&s, &s.find_image(r)?)?);
-    }
-    format::print_values(&mut std::io::stdout().lock(), &a.format, &out)
+    format::inspect_each(&a.format, &a.refs, |r| {
+        format::found(s.find_image(r), |i| inspect_one(&s, &i))
+    })
 }
 
 const COLS: Columns = &[
