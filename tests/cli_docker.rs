@@ -434,6 +434,31 @@ fn inspect_prints_what_it_finds_before_failing() {
 }
 
 #[test]
+fn info_and_version() {
+    let e = loaded();
+    e.ok(&["create", "--name", "web", "strata/hello"]);
+    let info = e.ok(&["info"]);
+    assert!(info.contains("Containers: 1\n"), "{info}");
+    assert!(info.contains("Images: 1\n"), "{info}");
+    assert!(info.contains("Storage Driver: vfs\n"), "{info}");
+    let root = format!("Strata Root Dir: {}\n", e.root.display());
+    assert!(info.contains(&root), "{info}");
+    let v: serde_json::Value =
+        serde_json::from_str(&e.ok(&["system", "info", "--format", "json"])).unwrap();
+    assert_eq!(v["Containers"], 1, "{v}");
+    let layers = e.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{len .RootFS.Layers}}",
+        "strata/hello",
+    ]);
+    assert_eq!(v["ImageLayers"].to_string(), layers.trim(), "{v}");
+    let version = e.ok(&["version"]);
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

@@ -62,6 +62,7 @@ use strata_core::{Driver, LayerId};
 pub use check::CheckOpts;
 pub use config::{ImageMeta, image_meta};
 pub use containers::CommitOpts;
+pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use layers::{Keep, LayerIn};
 pub use records::{BlobRef, ContainerRecord, ImageRecord, LayerRecord};

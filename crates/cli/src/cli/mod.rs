@@ -19,6 +19,7 @@ pub mod filter;
 pub mod format;
 pub mod gofmt;
 pub mod image;
+pub mod info;
 pub mod inspect;
 pub mod layer;
 pub mod output;
@@ -123,6 +124,10 @@ pub enum Command {
     Prune(system::LayerPruneArgs),
     /// Verify the store against the driver and the mounts (system check)
     Check(system::CheckArgs),
+    /// Show the store's counts and its driver's status (system info)
+    Info(info::InfoArgs),
+    /// Show the version of this build
+    Version,
     /// Print a shell completion script: bash, zsh or fish
     Completion {
         /// The shell
@@ -230,6 +235,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Df(a) => system::df(&cli, a),
         Command::Prune(a) => system::prune_layers(&cli, a),
         Command::Check(a) => system::check(&cli, a),
+        Command::Info(a) => info::info(&cli, a),
+        Command::Version => {
+            info::version();
+            Ok(())
+        }
         Command::Completion { shell } => {
             clap_complete::generate(
                 *shell,

@@ -22,6 +22,8 @@ pub enum SystemCmd {
     Prune(SystemPruneArgs),
     /// Verify the store against the driver and the mounts
     Check(CheckArgs),
+    /// Show the store's counts and its driver's status
+    Info(super::info::InfoArgs),
 }
 
 /// `df`
@@ -74,6 +76,7 @@ pub fn run(cli: &Cli, c: &SystemCmd) -> Result<()> {
         SystemCmd::Df(a) => df(cli, a),
         SystemCmd::Prune(a) => system_prune(cli, a),
         SystemCmd::Check(a) => check(cli, a),
+        SystemCmd::Info(a) => super::info::info(cli, a),
     }
 }
 
