@@ -459,6 +459,42 @@ fn info_and_version() {
 }
 
 #[test]
+fn save_takes_several_images() {
+    let e = loaded();
+    // a second image sharing the example's layers, and a second name
+    e.ok(&["create", "--name", "web", "strata/hello"]);
+    e.ok(&["commit", "web", "derived:1"]);
+    e.ok(&["tag", "strata/hello", "alias:1"]);
+    let want = e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    for format in ["oci", "docker"] {
+        let out = e.scratch.path().join(format!("all-{format}.tar"));
+        let o = out.to_str().unwrap();
+        // named twice (by tag and by ID): the image goes once, both names
+        let id = e.ok(&["images", "-q", "strata/hello"]);
+        let all = ["strata/hello", "derived:1", "alias:1", id.trim()];
+        let mut args = vec!["save", "--format", format, "-o", o];
+        args.extend(all);
+        e.ok(&args);
+        let other = Env::new("vfs");
+        other.ok(&["load", "-q", "-i", o]);
+        let got = other.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+        let sorted = |s: &str| {
+            let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&got), sorted(&want), "{format}");
+        // every blob once: the shared layers are not repeated
+        let names = Command::new("tar").arg("-tf").arg(&out).output().unwrap();
+        let names = String::from_utf8_lossy(&names.stdout).into_owned();
+        let mut uniq: Vec<&str> = names.lines().collect();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), names.lines().count(), "{format}: {names}");
+    }
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

@@ -144,22 +144,35 @@ impl Store {
         tar.finish_data(n).ctx("write", name)
     }
 
-    /// Write image `r` as an archive of `format` to `out`.
-    pub fn export_image(
+    /// Write the images `refs` names as one archive of `format` to `out`,
+    /// as `docker save A B` does: shared blobs go once, and an image named
+    /// twice goes once, with each name given.
+    pub fn export_images(
         &self,
-        r: &str,
+        refs: &[String],
         format: Format,
         out: &mut dyn Write,
-    ) -> Result<ImageRecord> {
+    ) -> Result<Vec<ImageRecord>> {
         let _w = self.work_lock()?;
-        let e = self.prepare_export(r)?;
+        let mut es: Vec<Export> = Vec::new();
+        for r in refs {
+            let e = self.prepare_export(r)?;
+            match es.iter_mut().find(|x| x.img.id == e.img.id) {
+                Some(x) => {
+                    let new: Vec<String> =
+                        e.tags.into_iter().filter(|t| !x.tags.contains(t)).collect();
+                    x.tags.extend(new);
+                }
+                None => es.push(e),
+            }
+        }
         let mut tar = TarWriter::new(out);
         match format {
-            Format::Docker => self.write_docker(&mut tar, &e)?,
-            Format::Oci => self.write_oci(&mut tar, &e)?,
+            Format::Docker => self.write_docker(&mut tar, &es)?,
+            Format::Oci => self.write_oci(&mut tar, &es)?,
         }
         tar.finish().ctx("write", "archive")?;
-        Ok(e.img)
+        Ok(es.into_iter().map(|e| e.img).collect())
     }
 
     pub(crate) fn prepare_export(&self, r: &str) -> Result<Export> {
@@ -188,23 +201,27 @@ impl Store {
         })
     }
 
-    fn write_docker<W: Write>(&self, tar: &mut TarWriter<W>, e: &Export) -> Result<()> {
-        let cname = format!("{}.json", e.img.id.hex());
-        self.put_bytes(tar, &cname, &e.config, e.mtime)?;
-        let mut names = Vec::new();
-        for l in &e.layers {
-            let n = format!("{}.tar", l.diff_id.hex());
-            if !names.contains(&n) {
-                self.put_layer_tar(tar, &n, l, e.mtime)?;
+    fn write_docker<W: Write>(&self, tar: &mut TarWriter<W>, es: &[Export]) -> Result<()> {
+        let mut written = std::collections::HashSet::new();
+        let mut entries = Vec::new();
+        for e in es {
+            let cname = format!("{}.json", e.img.id.hex());
+            self.put_bytes(tar, &cname, &e.config, e.mtime)?;
+            let mut names = Vec::new();
+            for l in &e.layers {
+                let n = format!("{}.tar", l.diff_id.hex());
+                if written.insert(n.clone()) {
+                    self.put_layer_tar(tar, &n, l, e.mtime)?;
+                }
+                names.push(n);
             }
-            names.push(n);
+            entries.push(json!({ "Config": cname, "RepoTags": e.tags, "Layers": names }));
         }
-        let manifest = json!([{ "Config": cname, "RepoTags": e.tags, "Layers": names }]);
         self.put_bytes(
             tar,
             "manifest.json",
-            manifest.to_string().as_bytes(),
-            e.mtime,
+            serde_json::Value::Array(entries).to_string().as_bytes(),
+            newest(es),
         )
     }
 
@@ -235,43 +252,45 @@ impl Store {
         }
     }
 
-    fn write_oci<W: Write>(&self, tar: &mut TarWriter<W>, e: &Export) -> Result<()> {
+    fn write_oci<W: Write>(&self, tar: &mut TarWriter<W>, es: &[Export]) -> Result<()> {
+        let mtime = newest(es);
         self.put_bytes(
             tar,
             "oci-layout",
             br#"{"imageLayoutVersion":"1.0.0"}"#,
-            e.mtime,
+            mtime,
         )?;
-        self.put_bytes(
-            tar,
-            &format!("blobs/sha256/{}", e.img.id.hex()),
-            &e.config,
-            e.mtime,
-        )?;
-        let mut blobs = Vec::new();
+        // every blob goes once, whichever images share it
         let mut done = std::collections::HashSet::new();
-        for l in &e.layers {
-            let b = self.layer_blob(l);
-            if done.insert(b.digest.clone()) {
-                let name = format!("blobs/sha256/{}", b.digest.hex());
-                if b.digest == l.diff_id {
-                    self.put_layer_tar(tar, &name, l, e.mtime)?;
-                } else {
-                    self.put_blob_file(tar, &name, &b, e.mtime)?;
-                }
+        let mut entries = Vec::new();
+        for e in es {
+            if done.insert(e.img.id.clone()) {
+                let name = format!("blobs/sha256/{}", e.img.id.hex());
+                self.put_bytes(tar, &name, &e.config, e.mtime)?;
             }
-            blobs.push(b);
+            let mut blobs = Vec::new();
+            for l in &e.layers {
+                let b = self.layer_blob(l);
+                if done.insert(b.digest.clone()) {
+                    let name = format!("blobs/sha256/{}", b.digest.hex());
+                    if b.digest == l.diff_id {
+                        self.put_layer_tar(tar, &name, l, e.mtime)?;
+                    } else {
+                        self.put_blob_file(tar, &name, &b, e.mtime)?;
+                    }
+                }
+                blobs.push(b);
+            }
+            let (manifest, media) = self.manifest_for(e, &blobs)?;
+            let md = Digest::of(&manifest);
+            if done.insert(md.clone()) {
+                let name = format!("blobs/sha256/{}", md.hex());
+                self.put_bytes(tar, &name, &manifest, e.mtime)?;
+            }
+            entries.extend(index_entries(&md, manifest.len(), &media, &e.tags));
         }
-        let (manifest, media) = self.manifest_for(e, &blobs)?;
-        let md = Digest::of(&manifest);
-        self.put_bytes(
-            tar,
-            &format!("blobs/sha256/{}", md.hex()),
-            &manifest,
-            e.mtime,
-        )?;
-        let index = index_json(&md, manifest.len(), &media, &e.tags);
-        self.put_bytes(tar, "index.json", index.to_string().as_bytes(), e.mtime)
+        let index = json!({"schemaVersion": 2, "mediaType": MediaType::ImageIndex.to_string(), "manifests": entries});
+        self.put_bytes(tar, "index.json", index.to_string().as_bytes(), mtime)
     }
 
     /// The manifest that goes out: the one the image came with when every
@@ -346,9 +365,15 @@ fn new_manifest(e: &Export, blobs: &[Blob]) -> Result<(Vec<u8>, String)> {
     Ok((data, MediaType::ImageManifest.to_string()))
 }
 
-/// `index.json`: one entry per name (or one unnamed). Written with a fixed
-/// key order, so that the same image exports to the same bytes.
-fn index_json(md: &Digest, size: usize, media: &str, tags: &[String]) -> serde_json::Value {
+/// The newest image time of an archive: the time of its shared files.
+fn newest(es: &[Export]) -> i64 {
+    es.iter().map(|e| e.mtime).max().unwrap_or(0)
+}
+
+/// An image's entries in `index.json`: one per name (or one unnamed).
+/// Written with a fixed key order, so that the same image exports to the
+/// same bytes.
+fn index_entries(md: &Digest, size: usize, media: &str, tags: &[String]) -> Vec<serde_json::Value> {
     let entry = |t: Option<&String>| {
         let mut e = json!({"mediaType": media, "digest": md.to_string(), "size": size});
         if let Some(t) = t {
@@ -359,10 +384,9 @@ fn index_json(md: &Digest, size: usize, media: &str, tags: &[String]) -> serde_j
         }
         e
     };
-    let entries: Vec<serde_json::Value> = if tags.is_empty() {
+    if tags.is_empty() {
         vec![entry(None)]
     } else {
         tags.iter().map(|t| entry(Some(t))).collect()
-    };
-    json!({"schemaVersion": 2, "mediaType": MediaType::ImageIndex.to_string(), "manifests": entries})
+    }
 }

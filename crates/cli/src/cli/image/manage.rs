@@ -38,8 +38,9 @@ pub struct LoadArgs {
 /// `image save`
 #[derive(Debug, Args)]
 pub struct SaveArgs {
-    /// The image: NAME[:TAG], ID or ID prefix
-    pub image: String,
+    /// The images: NAME[:TAG], ID or ID prefix (one archive holds them all)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
     /// Write to FILE (default, or -: standard output)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -122,7 +123,7 @@ pub fn save(cli: &Cli, a: &SaveArgs) -> Result<()> {
     };
     let mut out = Output::open(a.output.as_deref())?;
     let store = cli.open_store()?;
-    store.export_image(&a.image, fmt, &mut out)?;
+    store.export_images(&a.images, fmt, &mut out)?;
     out.finish()
 }
 
