@@ -67,6 +67,8 @@ fn parse(r: &str) -> Result<Reference> {
         ));
     }
     let parsed = Reference::parse(r).map_err(|e| bad(r, e.to_string()))?;
+    // `Upper/app` parses with `Upper` as a host, but is no host: it is the
+    // first component of a Docker Hub name
     if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(bad(
             r,

@@ -117,6 +117,7 @@ fn digest_ok(d: &str) -> bool {
 pub(crate) enum Bad {
     Empty,
     Format,
+    Uppercase,
     NameTooLong,
     DigestFormat,
     DigestLength,
@@ -128,6 +129,7 @@ impl std::fmt::Display for Bad {
         f.write_str(match self {
             Bad::Empty => "repository name must have at least one component",
             Bad::Format => "expected [HOST[:PORT]/]NAME[:TAG][@DIGEST]",
+            Bad::Uppercase => "repository name must be lowercase",
             Bad::NameTooLong => "repository name must not be more than 255 characters",
             Bad::DigestFormat => "invalid checksum digest format",
             Bad::DigestLength => "invalid checksum digest length",
@@ -156,12 +158,18 @@ impl Reference {
             Some(_) => return Err(Bad::Format),
             None => (rest, None),
         };
-        let name_ok = remote_ok(name)
-            || name
-                .split_once('/')
-                .is_some_and(|(d, r)| domain_ok(d) && remote_ok(r));
-        if !name_ok {
-            return Err(Bad::Format);
+        let name_ok = |name: &str| {
+            remote_ok(name)
+                || name
+                    .split_once('/')
+                    .is_some_and(|(d, r)| domain_ok(d) && remote_ok(r))
+        };
+        if !name_ok(name) {
+            // as distribution/reference: say so when only case is wrong
+            return Err(match name_ok(&name.to_ascii_lowercase()) {
+                true => Bad::Uppercase,
+                false => Bad::Format,
+            });
         }
         let (registry, repository) = split_domain(name);
         if repository.len() > NAME_MAX {
@@ -246,6 +254,16 @@ fn split_domain(name: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uppercase_names_are_named_as_such() {
+        for r in ["Upper", "me/App:1", "host:5000/Team/app"] {
+            assert_eq!(Reference::parse(r), Err(Bad::Uppercase), "{r}");
+        }
+        // the host may have capitals; a bad name with capitals is a format error
+        assert!(Reference::parse("HOST.io/app").is_ok());
+        assert_eq!(Reference::parse("Up per"), Err(Bad::Format));
+    }
 
     /// The same answers as oci-spec's regular expression on a corpus of
     /// valid and invalid references (ASCII: where oci-spec's Unicode `\w`
