@@ -397,6 +397,27 @@ fn save_takes_several_images() {
 }
 
 #[test]
+fn login_needs_a_password() {
+    let e = Env::new("vfs");
+    // an empty standard input is refused before any connection (port 1:
+    // nothing listens there, so a connection would say "unreachable")
+    let mut c = e
+        .cmd_in(
+            &e.root,
+            &["login", "-u", "me", "--password-stdin", "127.0.0.1:1"],
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!c.wait().unwrap().success());
+    assert!(err.contains("password required"), "{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+}
+
+#[test]
 fn junk_input_is_named_not_echoed() {
     let e = Env::new("vfs");
     let junk = e.scratch.path().join("junk");

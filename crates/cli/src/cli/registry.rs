@@ -283,6 +283,13 @@ pub fn login(a: &LoginArgs) -> Result<()> {
         }
         (None, false) => return Err(Usage("give the password with --password-stdin".into()).into()),
     };
+    // as Docker's "Password Required", before any connection
+    if password.is_empty() {
+        anyhow::bail!(
+            "login to {}: password required (it was empty)",
+            safe(&registry)
+        );
+    }
     let client = a.registry.client();
     client.set_secret(
         &registry,
