@@ -11,13 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{EXAMPLE, Env};
-
-fn loaded() -> Env {
-    let e = Env::new("vfs");
-    e.ok(&["load", "-q", "-i", EXAMPLE]);
-    e
-}
+use common::{Env, loaded};
 
 /// The driver's metadata files, by layer id.
 fn metas(e: &Env) -> Vec<(PathBuf, serde_json::Value)> {

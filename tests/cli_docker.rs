@@ -10,17 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{EXAMPLE, Env};
-
-fn loaded() -> Env {
-    let e = Env::new("vfs");
-    e.ok(&["load", "-q", "-i", EXAMPLE]);
-    e
-}
-
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
+use common::{EXAMPLE, Env, code, loaded};
 
 #[test]
 fn output_targets_are_never_replaced() {

@@ -8,17 +8,7 @@
 
 mod common;
 
-use common::{EXAMPLE, Env};
-
-fn loaded() -> Env {
-    let e = Env::new("vfs");
-    e.ok(&["load", "-q", "-i", EXAMPLE]);
-    e
-}
-
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
+use common::{code, loaded};
 
 #[test]
 fn templates_print_lists_and_maps_as_go_does() {

@@ -14,6 +14,18 @@ pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/h
 pub const EXAMPLE_DIGEST: &str =
     "sha256:85dea1523ed8549dcb930b994a913587ea5f01bfe2737d34118101d42334c6de";
 
+/// A vfs root with the bundled example image loaded.
+pub fn loaded() -> Env {
+    let e = Env::new("vfs");
+    e.ok(&["load", "-q", "-i", EXAMPLE]);
+    e
+}
+
+/// A finished command's exit status (-1 when a signal ended it).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
 /// A root for one driver, on a scratch file system it can use.
 pub struct Env {
     pub driver: &'static str,
